@@ -1,0 +1,499 @@
+//! Planning: from a target workflow to a DAG of fully resolved jobs.
+//!
+//! A [`Plan`] holds the jobs of the target workflow and of everything it depends on (not
+//! unrelated workflows), each with its dependencies, grouped into `stages`: levels whose jobs
+//! can run in parallel, every job's dependencies being in earlier stages. `name:tag`
+//! dependencies stay references (the run store resolves them when the plan runs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::config::{Project, ProviderRef};
+use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
+use crate::error::Error;
+use crate::params::Params;
+use crate::resources::{Resources, format_bytes};
+use crate::variables::{Overrides, ResolvedOverrides, env_name, substitute_entries};
+use crate::yaml::{Node, NodeKind, ScalarValue};
+
+/// A file to download (the `curl` provider's job).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Download {
+    /// An `http://` or `https://` URL.
+    pub url: String,
+    /// Where to store it, relative to the working directory.
+    pub output: String,
+}
+
+/// One job, fully resolved: what an executor needs to run it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobSpec {
+    /// Unique within the plan: the workflow's name, or `workflow/name` when a provider makes
+    /// several jobs.
+    pub id: String,
+    /// The workflow the job belongs to.
+    pub workflow: String,
+    /// The provider that made it.
+    pub provider: String,
+    /// The container image, if the job runs in one.
+    pub image: Option<String>,
+    /// Shell commands, run in order in one shell; the first failure fails the job.
+    pub commands: Vec<String>,
+    /// The working directory, relative to the job's tree (`.` for its root).
+    pub working_dir: String,
+    /// Environment variables: the workflow's variables (upper-cased), then `environment`.
+    pub env: BTreeMap<String, String>,
+    /// Folders saved after the job, relative to the working directory.
+    pub artifacts: Vec<String>,
+    /// TCP ports to open.
+    pub ports: Vec<u16>,
+    /// Job ids this job waits for, and `workflow:tag` references to tagged runs.
+    pub depends_on: Vec<String>,
+    /// What the job needs.
+    pub resources: Resources,
+    /// A file to download instead of commands to run.
+    pub download: Option<Download>,
+    /// The workflow's `timeout`, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// How many times to retry the job after a failure.
+    pub retries: u32,
+    /// The workflow's one-line description.
+    pub help: Option<String>,
+}
+
+/// The jobs to run for one workflow, in dependency order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The workflow asked for.
+    pub workflow: String,
+    /// Every job, in a topological order (each after its dependencies).
+    pub jobs: Vec<JobSpec>,
+    /// Job ids level by level; jobs of one stage can run in parallel.
+    pub stages: Vec<Vec<String>>,
+    /// How command-line variables were matched ("`--epoch` is taken as variable `epochs`").
+    #[serde(skip)]
+    pub notes: Vec<String>,
+    /// Warnings about the workflows planned (deprecated keys...).
+    #[serde(skip)]
+    pub warnings: Diagnostics,
+}
+
+impl Project {
+    /// Plans `workflow` with variable `overrides`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] with every problem of the planned workflows: unknown workflow or
+    /// variables, bad parameters, undefined `${{ }}`...
+    pub fn plan(&self, workflow: &str, overrides: &Overrides) -> Result<Plan, Error> {
+        let resolved = overrides
+            .resolve(&self.variables)
+            .map_err(|d| Error::Invalid(Diagnostics(d)))?;
+        let Some(&target) = self.index.get(workflow) else {
+            let hint = did_you_mean(workflow, self.workflows.iter().map(|w| w.name.as_str()));
+            let mut d = Diagnostic::error(
+                Code::UnknownWorkflow,
+                format!("no workflow named `{workflow}` in `{}`", self.files.workflows.display()),
+            );
+            d.suggest(hint);
+            if hint.is_none() {
+                let names: Vec<&str> = self.workflows.iter().map(|w| w.name.as_str()).collect();
+                d.help(format!("the workflows are `{}`", names.join("`, `")));
+            }
+            return Err(Error::Invalid(d.into()));
+        };
+        let order = self.closure(target);
+        let mut diags = Vec::new();
+        let mut jobs = Vec::new();
+        let mut jobs_of: HashMap<usize, Vec<String>> = HashMap::with_capacity(order.len());
+        for &i in &order {
+            let made = self.materialise(i, &resolved, &jobs_of, &mut diags);
+            jobs_of.insert(i, made.iter().map(|j| j.id.clone()).collect());
+            jobs.extend(made);
+        }
+        let mut diags = Diagnostics(diags);
+        diags.sort();
+        if diags.has_errors() {
+            return Err(Error::Invalid(diags));
+        }
+        let (jobs, stages) = order_jobs(jobs).map_err(Error::Invalid)?;
+        Ok(Plan {
+            workflow: workflow.to_owned(),
+            jobs,
+            stages,
+            notes: resolved.notes,
+            warnings: diags,
+        })
+    }
+
+    /// Checks every workflow as it would be planned with `overrides`: parameters, variables,
+    /// providers. Returns the warnings.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] with every problem found in every workflow.
+    pub fn validate(&self, overrides: &Overrides) -> Result<Diagnostics, Error> {
+        let resolved = overrides
+            .resolve(&self.variables)
+            .map_err(|d| Error::Invalid(Diagnostics(d)))?;
+        let mut diags = self.warnings.0.clone();
+        let none = HashMap::new();
+        for i in 0..self.workflows.len() {
+            self.materialise(i, &resolved, &none, &mut diags);
+        }
+        let mut diags = Diagnostics(diags);
+        diags.sort();
+        if diags.has_errors() {
+            Err(Error::Invalid(diags))
+        } else {
+            Ok(diags)
+        }
+    }
+
+    /// The workflows `target` needs, itself included, each after its dependencies (by level,
+    /// then file order).
+    fn closure(&self, target: usize) -> Vec<usize> {
+        let mut level: HashMap<usize, usize> = HashMap::new();
+        // Iterative post-order walk; `load` has ruled out cycles.
+        let mut stack = vec![(target, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            if level.contains_key(&i) {
+                continue;
+            }
+            let deps = self.workflows[i]
+                .depends_on
+                .iter()
+                .filter(|d| d.tag.is_none())
+                .filter_map(|d| self.index.get(&d.workflow).copied());
+            if expanded {
+                let l = deps.filter_map(|j| level.get(&j)).map(|l| l + 1).max().unwrap_or(0);
+                level.insert(i, l);
+            } else {
+                stack.push((i, true));
+                stack.extend(deps.filter(|j| !level.contains_key(j)).map(|j| (j, false)));
+            }
+        }
+        let mut order: Vec<usize> = level.keys().copied().collect();
+        order.sort_by_key(|i| (level[i], *i));
+        order
+    }
+
+    /// Substitutes and materialises workflow `i` into its jobs.
+    fn materialise(
+        &self,
+        i: usize,
+        resolved: &ResolvedOverrides,
+        jobs_of: &HashMap<usize, Vec<String>>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Vec<JobSpec> {
+        let wf = &self.workflows[i];
+        let vars = self.variables.visible(&wf.name, resolved);
+        let params = {
+            let mut sink = Sink::new(&self.files.workflows, diags);
+            substitute_entries(&wf.params, &vars, &wf.name, &mut sink)
+        };
+        let provider_name = wf.provider.name();
+        let mut reader = Params::new(&wf.name, provider_name, self.files.workflows.clone(), wf.pos, &params);
+        let timeout = reader.duration("timeout");
+        let retries = reader.integer("retries", 0, 100).and_then(|r| u32::try_from(r).ok());
+        let provider = match &wf.provider {
+            ProviderRef::Named(name) => self.registry.get(name),
+            ProviderRef::Repo { .. } => None,
+        };
+        let mut jobs = match provider {
+            Some(p) => p.jobs(&mut reader),
+            None => {
+                let origin = match &wf.provider {
+                    ProviderRef::Named(_) => "`.dstack/providers.yaml`".to_owned(),
+                    ProviderRef::Repo { repo, .. } => format!("repository `{repo}`"),
+                };
+                let message = format!(
+                    "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
+                    wf.name
+                );
+                reader.error(wf.provider_pos, Code::Provider, message)
+                    .help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
+                // Its parameters belong to the provider program: do not report them as unknown.
+                for e in &params {
+                    reader.raw_any(&e.key.text);
+                }
+                Vec::new()
+            }
+        };
+        diags.extend(reader.finish());
+
+        let mut var_env: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in &vars {
+            var_env.insert(env_name(name), env_text(value));
+        }
+        let external: Vec<String> = wf
+            .depends_on
+            .iter()
+            .flat_map(|d| match &d.tag {
+                Some(_) => vec![d.reference()],
+                None => self
+                    .index
+                    .get(&d.workflow)
+                    .and_then(|j| jobs_of.get(j))
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let single = jobs.len() == 1;
+        let local_ids: Vec<String> = jobs.iter().enumerate().map(|(n, j)| {
+            if j.id.is_empty() { (n + 1).to_string() } else { j.id.clone() }
+        }).collect();
+        for (n, job) in jobs.iter_mut().enumerate() {
+            let id = if single { wf.name.clone() } else { format!("{}/{}", wf.name, local_ids[n]) };
+            let mut deps: Vec<String> = job
+                .depends_on
+                .iter()
+                .map(|local| format!("{}/{local}", wf.name))
+                .collect();
+            if deps.is_empty() {
+                deps.extend(external.iter().cloned());
+            }
+            let mut env = var_env.clone();
+            env.append(&mut job.env);
+            *job = JobSpec {
+                id,
+                workflow: wf.name.clone(),
+                provider: provider_name.to_owned(),
+                env,
+                depends_on: deps,
+                timeout_secs: timeout.map(|t| t.as_secs().max(1)),
+                retries: retries.unwrap_or(0),
+                help: wf.help.clone(),
+                ..std::mem::take(job)
+            };
+        }
+        jobs
+    }
+}
+
+/// A variable's value as environment text: scalars as written, lists and mappings as JSON.
+fn env_text(value: &Node) -> String {
+    match &value.kind {
+        NodeKind::Scalar(s) if s.value == ScalarValue::Null => String::new(),
+        NodeKind::Scalar(s) => s.text.clone(),
+        _ => value.to_json().to_string(),
+    }
+}
+
+/// Sorts jobs topologically and groups them into stages (Kahn's algorithm by levels).
+fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Diagnostics> {
+    let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+    let mut indegree = vec![0usize; jobs.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
+        for dep in &job.depends_on {
+            if let Some(&d) = index.get(dep.as_str()) {
+                indegree[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut current: Vec<usize> = (0..jobs.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut stages_idx = Vec::new();
+    let mut placed = 0;
+    while !current.is_empty() {
+        current.sort_unstable();
+        let mut next = Vec::new();
+        for &i in &current {
+            for &d in &dependents[i] {
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    next.push(d);
+                }
+            }
+        }
+        placed += current.len();
+        stages_idx.push(std::mem::replace(&mut current, next));
+    }
+    if placed != jobs.len() {
+        let stuck: Vec<&str> = (0..jobs.len()).filter(|&i| indegree[i] > 0).map(|i| jobs[i].id.as_str()).collect();
+        return Err(Diagnostic::error(
+            Code::Cycle,
+            format!("the jobs made by the providers form a cycle: `{}`", stuck.join("`, `")),
+        )
+        .into());
+    }
+    drop(index);
+    let stages: Vec<Vec<String>> = stages_idx
+        .iter()
+        .map(|s| s.iter().map(|&i| jobs[i].id.clone()).collect())
+        .collect();
+    let mut slots: Vec<Option<JobSpec>> = jobs.into_iter().map(Some).collect();
+    let ordered = stages_idx.iter().flatten().filter_map(|&i| slots[i].take()).collect();
+    Ok((ordered, stages))
+}
+
+impl Plan {
+    /// The job with id `id`.
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<&JobSpec> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    /// The plan as the JSON object of the CLI contract (pretty-printed).
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The plan as a Graphviz DOT graph; edges go from a dependency to its dependent.
+    #[must_use]
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph plan {\n  rankdir=LR;\n  node [shape=box];\n");
+        let mut refs: IndexMap<&str, ()> = IndexMap::new();
+        for job in &self.jobs {
+            let label = match &job.image {
+                Some(image) => format!("{}\\n{} · {}", dot_escape(&job.id), job.provider, dot_escape(image)),
+                None => format!("{}\\n{}", dot_escape(&job.id), job.provider),
+            };
+            let _ = writeln!(out, "  \"{}\" [label=\"{label}\"];", dot_escape(&job.id));
+            for dep in &job.depends_on {
+                if self.job(dep).is_none() {
+                    refs.insert(dep, ());
+                }
+            }
+        }
+        for r in refs.keys() {
+            let _ = writeln!(out, "  \"{}\" [shape=note, style=dashed];", dot_escape(r));
+        }
+        for job in &self.jobs {
+            for dep in &job.depends_on {
+                let _ = writeln!(out, "  \"{}\" -> \"{}\";", dot_escape(dep), dot_escape(&job.id));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The plan as a Mermaid flowchart.
+    #[must_use]
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n");
+        let mut ids: HashMap<&str, String> = HashMap::new();
+        for (n, job) in self.jobs.iter().enumerate() {
+            let id = format!("j{n}");
+            let _ = writeln!(out, "  {id}[\"{}\"]", mermaid_escape(&job.id));
+            ids.insert(&job.id, id);
+        }
+        let mut refs = 0;
+        for job in &self.jobs {
+            for dep in &job.depends_on {
+                if !ids.contains_key(dep.as_str()) {
+                    let id = format!("t{refs}");
+                    refs += 1;
+                    let _ = writeln!(out, "  {id}[(\"{}\")]", mermaid_escape(dep));
+                    ids.insert(dep, id);
+                }
+            }
+        }
+        for job in &self.jobs {
+            for dep in &job.depends_on {
+                let _ = writeln!(out, "  {} --> {}", ids[dep.as_str()], ids[job.id.as_str()]);
+            }
+        }
+        out
+    }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn mermaid_escape(s: &str) -> String {
+    s.replace('"', "#quot;")
+}
+
+impl fmt::Display for Plan {
+    /// A readable outline: stages, and for each job its provider, image, commands, environment,
+    /// artifacts and resources.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let jobs = self.jobs.len();
+        let stages = self.stages.len();
+        writeln!(
+            f,
+            "plan for `{}`: {jobs} job{} in {stages} stage{}",
+            self.workflow,
+            if jobs == 1 { "" } else { "s" },
+            if stages == 1 { "" } else { "s" }
+        )?;
+        for (n, stage) in self.stages.iter().enumerate() {
+            writeln!(f, "\nstage {}", n + 1)?;
+            for id in stage {
+                let Some(job) = self.job(id) else { continue };
+                write!(f, "  {}  ({}", job.id, job.provider)?;
+                if let Some(image) = &job.image {
+                    write!(f, ", {image}")?;
+                }
+                write!(f, ")")?;
+                if !job.depends_on.is_empty() {
+                    write!(f, "  after {}", job.depends_on.join(", "))?;
+                }
+                writeln!(f)?;
+                if let Some(help) = &job.help {
+                    writeln!(f, "    # {help}")?;
+                }
+                if job.working_dir != "." {
+                    writeln!(f, "    workdir:   {}", job.working_dir)?;
+                }
+                for c in &job.commands {
+                    writeln!(f, "    $ {c}")?;
+                }
+                if let Some(d) = &job.download {
+                    writeln!(f, "    download:  {} -> {}", d.url, d.output)?;
+                }
+                if !job.env.is_empty() {
+                    let env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    writeln!(f, "    env:       {}", env.join(" "))?;
+                }
+                if !job.artifacts.is_empty() {
+                    writeln!(f, "    artifacts: {}", job.artifacts.join(", "))?;
+                }
+                if !job.ports.is_empty() {
+                    let ports: Vec<String> = job.ports.iter().map(u16::to_string).collect();
+                    writeln!(f, "    ports:     {}", ports.join(", "))?;
+                }
+                let res = describe_resources(&job.resources);
+                if !res.is_empty() {
+                    writeln!(f, "    resources: {res}")?;
+                }
+                if let Some(t) = job.timeout_secs {
+                    writeln!(f, "    timeout:   {}", humantime::format_duration(std::time::Duration::from_secs(t)))?;
+                }
+                if job.retries > 0 {
+                    writeln!(f, "    retries:   {}", job.retries)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_resources(r: &Resources) -> String {
+    let mut parts = Vec::new();
+    if let Some(cpu) = r.cpu {
+        parts.push(format!("{cpu} CPU"));
+    }
+    if let Some(m) = r.memory_bytes {
+        parts.push(format!("{} memory", format_bytes(m)));
+    }
+    if let Some(g) = &r.gpu {
+        let mut s = format!("{} GPU", g.count);
+        if let Some(name) = &g.name {
+            s = format!("{} {name} GPU", g.count);
+        }
+        if let Some(m) = g.memory_bytes {
+            let _ = write!(s, " with {}", format_bytes(m));
+        }
+        parts.push(s);
+    }
+    if let Some(s) = r.shm_size_bytes {
+        parts.push(format!("{} shm", format_bytes(s)));
+    }
+    parts.join(", ")
+}

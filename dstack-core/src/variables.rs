@@ -1,0 +1,629 @@
+//! Variables: `.dstack/variables.yaml`, overrides from the command line or the API, and
+//! `${{ name }}` substitution.
+//!
+//! `variables.yaml` holds one section per workflow (and an optional `global` section that every
+//! workflow sees, its own section winning). Overrides win over both; an override applies to
+//! every section that defines the variable, so a run's dependencies see it too. Override names
+//! may be an unambiguous prefix of a variable (`--epoch` for `epochs`) and may spell `-` as `_`,
+//! as the original dstack's argparse did.
+//!
+//! Substitution works on parsed values, never on raw text: a scalar that is exactly
+//! `${{ name }}` becomes the variable's value with its type (`gpu: ${{ tgpu }}` is an integer);
+//! inside a longer string it is interpolated as text. Substituted text is not scanned again.
+
+use indexmap::IndexMap;
+
+use crate::diag::{Code, Diagnostic, Sink, did_you_mean};
+use crate::yaml::{Entry, Node, NodeKind, Pos, Scalar, ScalarValue, Style};
+
+/// The name of the section every workflow sees.
+pub const GLOBAL_SECTION: &str = "global";
+
+/// One variable as defined in `variables.yaml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variable {
+    /// Where its name is written.
+    pub pos: Pos,
+    /// Its value, with the type YAML gave it.
+    pub value: Node,
+}
+
+/// The variables of one section of `variables.yaml`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Section {
+    /// Where the section's name is written.
+    pub pos: Pos,
+    /// The variables, in file order.
+    pub vars: IndexMap<String, Variable>,
+}
+
+/// The contents of `.dstack/variables.yaml`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Variables {
+    /// Sections by workflow name, `global` included, in file order.
+    pub sections: IndexMap<String, Section>,
+}
+
+impl Variables {
+    /// Reads the document of `variables.yaml`.
+    pub(crate) fn from_node(root: &Node, sink: &mut Sink<'_>) -> Variables {
+        let mut out = Variables::default();
+        let Some(entries) = root.as_map() else {
+            sink.error(
+                root.pos,
+                Code::Type,
+                format!("`variables.yaml` must be a mapping with a `variables` key, found {}", root.type_name()),
+            );
+            return out;
+        };
+        for e in entries {
+            if e.key.text != "variables" && !e.key.text.starts_with("x-") {
+                sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `{}`", e.key.text))
+                    .suggest(did_you_mean(&e.key.text, ["variables"]))
+                    .help("the only top-level key of variables.yaml is `variables`");
+            }
+        }
+        let Some(vars) = root.get("variables") else {
+            sink.error(root.pos, Code::MissingKey, "`variables.yaml` has no `variables` key")
+                .help("write `variables:` followed by one section per workflow");
+            return out;
+        };
+        if vars.is_null() {
+            return out;
+        }
+        let Some(sections) = vars.as_map() else {
+            sink.error(
+                vars.pos,
+                Code::Type,
+                format!("`variables` must be a mapping of workflow names to variables, found {}", vars.type_name()),
+            )
+            .help("e.g. `variables: {train: {epochs: 10}}`");
+            return out;
+        };
+        for s in sections {
+            let mut section = Section {
+                pos: s.key.pos,
+                vars: IndexMap::new(),
+            };
+            match &s.value.kind {
+                NodeKind::Map(vars) => {
+                    for v in vars {
+                        if !valid_variable_name(&v.key.text) {
+                            sink.error(
+                                v.key.pos,
+                                Code::InvalidName,
+                                format!("`{}` is not a valid variable name", v.key.text),
+                            )
+                            .help("use letters, digits, `_` and `-`, starting with a letter or `_`");
+                            continue;
+                        }
+                        section.vars.insert(
+                            v.key.text.clone(),
+                            Variable {
+                                pos: v.key.pos,
+                                value: v.value.clone(),
+                            },
+                        );
+                    }
+                }
+                NodeKind::Scalar(sc) if sc.value == ScalarValue::Null => {}
+                _ => {
+                    sink.error(
+                        s.value.pos,
+                        Code::Type,
+                        format!(
+                            "section `{}` of `variables` must be a mapping of variable names to values, found {}",
+                            s.key.text,
+                            s.value.type_name()
+                        ),
+                    );
+                }
+            }
+            out.sections.insert(s.key.text.clone(), section);
+        }
+        out
+    }
+
+    /// Every variable name defined in any section, each once.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::HashSet::new();
+        self.sections
+            .values()
+            .flat_map(|s| s.vars.keys())
+            .map(String::as_str)
+            .filter(move |n| seen.insert(*n))
+    }
+
+    /// The variables workflow `workflow` sees: `global`, then its own section, then the
+    /// overrides that name a variable it sees (or every override allowed without a definition).
+    #[must_use]
+    pub fn visible(&self, workflow: &str, overrides: &ResolvedOverrides) -> IndexMap<String, Node> {
+        let mut vars: IndexMap<String, Node> = IndexMap::new();
+        for name in [GLOBAL_SECTION, workflow] {
+            if let Some(section) = self.sections.get(name) {
+                for (k, v) in &section.vars {
+                    vars.insert(k.clone(), v.value.clone());
+                }
+            }
+        }
+        for (name, value, defined) in &overrides.values {
+            if !defined || vars.contains_key(name) {
+                vars.insert(name.clone(), value.clone());
+            }
+        }
+        vars
+    }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_-]*`
+pub(crate) fn valid_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The environment variable a workflow variable becomes: upper case, every character outside
+/// `A-Z0-9` turned into `_` (`batch-size` -> `BATCH_SIZE`).
+#[must_use]
+pub fn env_name(variable: &str) -> String {
+    variable
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_uppercase();
+            if c.is_ascii_uppercase() || c.is_ascii_digit() { c } else { '_' }
+        })
+        .collect()
+}
+
+/// Variable values given on the command line or through the API, before they are matched to
+/// the variables of `variables.yaml`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    entries: Vec<(String, Node)>,
+    allow_unknown: bool,
+}
+
+impl Overrides {
+    /// No overrides.
+    #[must_use]
+    pub fn new() -> Self {
+        Overrides::default()
+    }
+
+    /// Sets `name` to a typed value (as the Python bindings and Rust callers do).
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, value: Scalar) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    /// Sets `name` to a typed value.
+    pub fn set(&mut self, name: impl Into<String>, value: Scalar) {
+        self.entries.push((
+            name.into(),
+            Node::synthetic(NodeKind::Scalar(value)),
+        ));
+    }
+
+    /// Sets `name` to a value written as on the command line: typed like a plain YAML scalar
+    /// (`2` is an integer, `0.1` a number, `abc` a string).
+    pub fn set_text(&mut self, name: impl Into<String>, text: impl Into<String>) {
+        self.set(name, Scalar::new(text.into(), Style::Plain));
+    }
+
+    /// Accept overrides of variables that no section defines (they reach every workflow).
+    #[must_use]
+    pub fn allow_unknown(mut self, allow: bool) -> Self {
+        self.allow_unknown = allow;
+        self
+    }
+
+    /// Whether there are no overrides.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Parses command-line words `--name value` and `--name=value`, as they follow the workflow
+    /// name (`dstack run train --gpu 2 --epoch=100`).
+    ///
+    /// # Errors
+    /// Returns a diagnostic for a word that is not an option, or an option with no value.
+    pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Overrides, Diagnostic> {
+        let mut out = Overrides::new();
+        let mut i = 0;
+        while i < args.len() {
+            let word = args[i].as_ref();
+            let Some(option) = word.strip_prefix("--").filter(|o| !o.is_empty()) else {
+                return Err(Diagnostic::error(
+                    Code::UnknownVariable,
+                    format!("unexpected argument `{word}`; variables are given as `--NAME VALUE`"),
+                ));
+            };
+            if let Some((name, value)) = option.split_once('=') {
+                out.set_text(name, value);
+                i += 1;
+                continue;
+            }
+            match args.get(i + 1).map(AsRef::as_ref) {
+                Some(value) if !(value.starts_with("--") && value.len() > 2) => {
+                    out.set_text(option, value);
+                    i += 2;
+                }
+                _ => {
+                    return Err(Diagnostic::error(
+                        Code::UnknownVariable,
+                        format!("variable `--{option}` has no value"),
+                    )
+                    .with_help(format!("write `--{option} VALUE` or `--{option}=VALUE`")));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Matches every override to a variable of `variables`: exact names first, then `_` for
+    /// `-`, then unambiguous prefixes.
+    ///
+    /// # Errors
+    /// Returns every override that matches no variable (unless unknown ones are allowed) or
+    /// several.
+    pub fn resolve(&self, variables: &Variables) -> Result<ResolvedOverrides, Vec<Diagnostic>> {
+        let names: Vec<&str> = variables.names().collect();
+        let mut out = ResolvedOverrides::default();
+        let mut errors = Vec::new();
+        for (given, value) in &self.entries {
+            match match_variable(given, &names) {
+                Match::Exact(name) => out.push(name.to_owned(), value.clone(), true),
+                Match::Prefix(name) => {
+                    out.notes.push(format!("`--{given}` is taken as variable `{name}`"));
+                    out.push(name.to_owned(), value.clone(), true);
+                }
+                Match::Ambiguous(candidates) => {
+                    let list = candidates.join("`, `");
+                    errors.push(
+                        Diagnostic::error(
+                            Code::UnknownVariable,
+                            format!("`--{given}` is ambiguous: it could be `{list}`"),
+                        )
+                        .with_help("write more of the variable's name"),
+                    );
+                }
+                Match::None if self.allow_unknown => {
+                    out.push(given.clone(), value.clone(), false);
+                }
+                Match::None => {
+                    let mut d = Diagnostic::error(
+                        Code::UnknownVariable,
+                        format!("unknown variable `--{given}`: no section of variables.yaml defines it"),
+                    );
+                    d.suggest(did_you_mean(given, names.iter().copied()));
+                    if names.is_empty() {
+                        d.help("define it in `.dstack/variables.yaml` under the workflow's name");
+                    }
+                    errors.push(d);
+                }
+            }
+        }
+        if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+}
+
+/// Overrides matched to variable names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResolvedOverrides {
+    /// `(variable name, value, defined in variables.yaml)`.
+    values: Vec<(String, Node, bool)>,
+    /// How prefixes were resolved, for the user ("`--epoch` is taken as variable `epochs`").
+    pub notes: Vec<String>,
+}
+
+impl ResolvedOverrides {
+    fn push(&mut self, name: String, value: Node, defined: bool) {
+        if let Some(slot) = self.values.iter_mut().find(|(n, _, _)| *n == name) {
+            *slot = (name, value, defined);
+        } else {
+            self.values.push((name, value, defined));
+        }
+    }
+
+    /// The overridden variables and their values.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.values.iter().map(|(n, v, _)| (n.as_str(), v))
+    }
+}
+
+enum Match<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+    Ambiguous(Vec<&'a str>),
+    None,
+}
+
+fn match_variable<'a>(given: &str, names: &[&'a str]) -> Match<'a> {
+    if let Some(n) = names.iter().find(|n| **n == given) {
+        return Match::Exact(n);
+    }
+    let norm = |s: &str| s.replace('_', "-");
+    let given_n = norm(given);
+    let same: Vec<&'a str> = names.iter().copied().filter(|n| norm(n) == given_n).collect();
+    if same.len() == 1 {
+        return Match::Exact(same[0]);
+    }
+    if same.len() > 1 {
+        return Match::Ambiguous(same);
+    }
+    let prefixed: Vec<&'a str> = names
+        .iter()
+        .copied()
+        .filter(|n| norm(n).starts_with(&given_n))
+        .collect();
+    match prefixed.len() {
+        0 => Match::None,
+        1 => Match::Prefix(prefixed[0]),
+        _ => Match::Ambiguous(prefixed),
+    }
+}
+
+/// Replaces `${{ name }}` in every string of `node` with the variables in `vars`.
+///
+/// `workflow` names the workflow in messages. Problems are reported to `sink`; the returned
+/// node keeps the original text where a substitution failed.
+pub(crate) fn substitute(
+    node: &Node,
+    vars: &IndexMap<String, Node>,
+    workflow: &str,
+    sink: &mut Sink<'_>,
+) -> Node {
+    match &node.kind {
+        NodeKind::Scalar(s) => substitute_scalar(node, s, vars, workflow, sink),
+        NodeKind::Seq(items) => Node {
+            pos: node.pos,
+            kind: NodeKind::Seq(
+                items
+                    .iter()
+                    .map(|n| substitute(n, vars, workflow, sink))
+                    .collect(),
+            ),
+        },
+        NodeKind::Map(entries) => Node {
+            pos: node.pos,
+            kind: NodeKind::Map(substitute_entries(entries, vars, workflow, sink)),
+        },
+    }
+}
+
+/// [`substitute`] for the entries of a mapping (keys are never substituted).
+pub(crate) fn substitute_entries(
+    entries: &[Entry],
+    vars: &IndexMap<String, Node>,
+    workflow: &str,
+    sink: &mut Sink<'_>,
+) -> Vec<Entry> {
+    entries
+        .iter()
+        .map(|e| Entry {
+            key: e.key.clone(),
+            value: substitute(&e.value, vars, workflow, sink),
+        })
+        .collect()
+}
+
+const OPEN: &str = "${{";
+const CLOSE: &str = "}}";
+
+fn substitute_scalar(
+    node: &Node,
+    s: &Scalar,
+    vars: &IndexMap<String, Node>,
+    workflow: &str,
+    sink: &mut Sink<'_>,
+) -> Node {
+    if s.value != ScalarValue::Str || !s.text.contains(OPEN) {
+        return node.clone();
+    }
+    // The column of a character of the text, when the text maps onto one source line.
+    let at = |offset: usize| -> Pos {
+        match s.style {
+            _ if s.text.contains('\n') => node.pos,
+            Style::Plain => node.pos.shifted(s.text[..offset].chars().count()),
+            Style::Quoted => node.pos.shifted(1 + s.text[..offset].chars().count()),
+            Style::Block => node.pos,
+        }
+    };
+    let text = s.text.as_str();
+    // A scalar that is exactly one expression takes the variable's value and type.
+    let trimmed = text.trim();
+    if trimmed.starts_with(OPEN)
+        && trimmed.ends_with(CLOSE)
+        && trimmed[OPEN.len()..].find(CLOSE) == Some(trimmed.len() - OPEN.len() - CLOSE.len())
+    {
+        let start = text.find(OPEN).unwrap_or(0);
+        let inner = &trimmed[OPEN.len()..trimmed.len() - CLOSE.len()];
+        return match lookup(inner, vars, workflow, at(start), sink) {
+            Some(value) => Node {
+                pos: node.pos,
+                kind: value.kind.clone(),
+            },
+            None => node.clone(),
+        };
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut ok = true;
+    while let Some(found) = text[rest..].find(OPEN) {
+        let start = rest + found;
+        out.push_str(&text[rest..start]);
+        let after = start + OPEN.len();
+        let Some(len) = text[after..].find(CLOSE) else {
+            sink.error(
+                at(start),
+                Code::Expression,
+                format!("unterminated `${{{{` in workflow `{workflow}`"),
+            )
+            .help("close the expression with `}}`, as in `${{ name }}`");
+            return node.clone();
+        };
+        let inner = &text[after..after + len];
+        match lookup(inner, vars, workflow, at(start), sink) {
+            Some(value) => match &value.kind {
+                NodeKind::Scalar(v) if v.value == ScalarValue::Null => {}
+                NodeKind::Scalar(v) => out.push_str(&v.text),
+                _ => {
+                    sink.error(
+                        at(start),
+                        Code::Type,
+                        format!(
+                            "variable `{}` is {} and cannot be put inside a string",
+                            inner.trim(),
+                            value.type_name()
+                        ),
+                    )
+                    .help("use the variable as the whole value, or make it a string");
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+        rest = after + len + CLOSE.len();
+    }
+    if !ok {
+        return node.clone();
+    }
+    out.push_str(&text[rest..]);
+    Node {
+        pos: node.pos,
+        kind: NodeKind::Scalar(Scalar::string(out)),
+    }
+}
+
+fn lookup<'v>(
+    inner: &str,
+    vars: &'v IndexMap<String, Node>,
+    workflow: &str,
+    pos: Pos,
+    sink: &mut Sink<'_>,
+) -> Option<&'v Node> {
+    let name = inner.trim();
+    if name.is_empty() {
+        sink.error(pos, Code::Expression, "empty `${{ }}` expression")
+            .help("put a variable's name inside, as in `${{ epochs }}`");
+        return None;
+    }
+    let name = name.strip_prefix("variables.").unwrap_or(name);
+    if !valid_variable_name(name) {
+        sink.error(
+            pos,
+            Code::Expression,
+            format!("`${{{{ {name} }}}}` is not a variable name; only `${{{{ name }}}}` is supported"),
+        );
+        return None;
+    }
+    if let Some(v) = vars.get(name) {
+        return Some(v);
+    }
+    let d = sink.error(
+        pos,
+        Code::UndefinedVariable,
+        format!("unknown variable `{name}` in workflow `{workflow}`"),
+    );
+    d.suggest(did_you_mean(name, vars.keys().map(String::as_str)));
+    d.help(format!(
+        "define it in `.dstack/variables.yaml` under `{workflow}:` (or `global:`), or pass `--{name} VALUE`"
+    ));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn var(text: &str) -> Node {
+        Node::synthetic(NodeKind::Scalar(Scalar::new(text.into(), Style::Plain)))
+    }
+
+    fn run(text: &str, style: Style, vars: &[(&str, &str)]) -> (Node, Vec<Diagnostic>) {
+        let vars: IndexMap<String, Node> = vars.iter().map(|(k, v)| ((*k).to_owned(), var(v))).collect();
+        let node = Node {
+            pos: Pos::new(3, 10),
+            kind: NodeKind::Scalar(Scalar::new(text.into(), style)),
+        };
+        let path: Arc<Path> = Path::new("w.yaml").into();
+        let mut out = Vec::new();
+        let n = substitute(&node, &vars, "train", &mut Sink::new(&path, &mut out));
+        (n, out)
+    }
+
+    #[test]
+    fn whole_value_keeps_the_type() {
+        let (n, d) = run("${{ tgpu }}", Style::Plain, &[("tgpu", "1")]);
+        assert!(d.is_empty());
+        assert_eq!(n.as_scalar().map(|s| s.value), Some(ScalarValue::Int(1)));
+        assert_eq!(n.pos, Pos::new(3, 10));
+    }
+
+    #[test]
+    fn interpolation_makes_text_and_is_not_recursive() {
+        let (n, d) = run("a-${{x}}-${{ y }}", Style::Plain, &[("x", "${{ y }}"), ("y", "2")]);
+        assert!(d.is_empty());
+        let s = n.as_scalar().expect("scalar");
+        assert_eq!(s.text, "a-${{ y }}-2");
+        assert_eq!(s.value, ScalarValue::Str);
+    }
+
+    #[test]
+    fn unknown_and_unterminated_are_located() {
+        let (_, d) = run("x ${{ epoch }}", Style::Plain, &[("epochs", "1")]);
+        assert_eq!(d[0].message, "unknown variable `epoch` in workflow `train`");
+        assert_eq!(d[0].help[0], "did you mean `epochs`?");
+        assert_eq!(d[0].location.as_ref().map(|l| l.column), Some(12));
+        let (_, d) = run("'${{ epoch'", Style::Quoted, &[]);
+        assert_eq!(d[0].code, Code::Expression);
+        assert_eq!(d[0].location.as_ref().map(|l| l.column), Some(12));
+    }
+
+    #[test]
+    fn override_prefixes_and_underscores() {
+        let mut vars = Variables::default();
+        let mut section = Section::default();
+        for name in ["epochs", "batch-size", "seed", "seeds-extra", "lr"] {
+            section.vars.insert(name.into(), Variable { pos: Pos::NONE, value: var("1") });
+        }
+        vars.sections.insert("train".into(), section);
+        let args = ["--epoch", "100", "--batch_size=3", "--lr", "0.1"];
+        let o = Overrides::from_args(&args).expect("parses");
+        let r = o.resolve(&vars).expect("resolves");
+        let names: Vec<&str> = r.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["epochs", "batch-size", "lr"]);
+        assert_eq!(r.notes, ["`--epoch` is taken as variable `epochs`"]);
+
+        let o = Overrides::from_args(&["--see", "1", "--epohcs", "2"]).expect("parses");
+        let errors = o.resolve(&vars).expect_err("fails");
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].message, "`--see` is ambiguous: it could be `seed`, `seeds-extra`");
+        assert_eq!(errors[1].help, ["did you mean `epochs`?"]);
+        // An exact name wins over being a prefix of another.
+        let o = Overrides::from_args(&["--seed", "5"]).expect("parses");
+        assert!(o.resolve(&vars).is_ok());
+    }
+
+    #[test]
+    fn bad_override_words() {
+        assert!(Overrides::from_args(&["epochs"]).is_err());
+        assert!(Overrides::from_args(&["--epochs"]).is_err());
+        assert!(Overrides::from_args(&["--a", "--b", "1"]).is_err());
+        let o = Overrides::from_args(&["--delta", "-1"]).expect("negative values are values");
+        assert!(!o.is_empty());
+    }
+
+    #[test]
+    fn env_names_are_upper_snake() {
+        assert_eq!(env_name("batch-size"), "BATCH_SIZE");
+        assert_eq!(env_name("lr"), "LR");
+        assert_eq!(env_name("log.interval"), "LOG_INTERVAL");
+    }
+}
