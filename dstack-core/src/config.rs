@@ -15,7 +15,14 @@ use crate::variables::{GLOBAL_SECTION, Variables};
 use crate::yaml::{self, Entry, Limits, Node, NodeKind, Pos, ScalarValue};
 
 /// The keys every workflow may have, whatever its provider.
-pub const WORKFLOW_KEYS: [&str; 6] = ["name", "provider", "depends-on", "help", "timeout", "retries"];
+pub const WORKFLOW_KEYS: [&str; 6] = [
+    "name",
+    "provider",
+    "depends-on",
+    "help",
+    "timeout",
+    "retries",
+];
 
 /// The folder, inside the project root, that holds the configuration.
 pub const DSTACK_DIR: &str = ".dstack";
@@ -151,7 +158,10 @@ impl Sources {
             match std::fs::read(&path) {
                 Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| Error::Io {
                     path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not valid UTF-8"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the file is not valid UTF-8",
+                    ),
                 }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(source) => Err(Error::Io { path, source }),
@@ -202,7 +212,11 @@ impl Project {
     ///
     /// # Errors
     /// [`Error::Invalid`] with every problem found.
-    pub fn from_sources(root: impl AsRef<Path>, sources: &Sources, registry: ProviderRegistry) -> Result<Project, Error> {
+    pub fn from_sources(
+        root: impl AsRef<Path>,
+        sources: &Sources,
+        registry: ProviderRegistry,
+    ) -> Result<Project, Error> {
         let root = root.as_ref().to_path_buf();
         let files = Files::new(&root);
         let mut diags = Vec::new();
@@ -322,8 +336,14 @@ impl Project {
         for wf in workflows {
             if let Some(&first) = self.index.get(&wf.name) {
                 let line = self.workflows[first].pos.line;
-                sink.error(wf.pos, Code::DuplicateWorkflow, format!("workflow `{}` is defined twice", wf.name))
-                    .help(format!("the first definition is at line {line}; rename or remove one"));
+                sink.error(
+                    wf.pos,
+                    Code::DuplicateWorkflow,
+                    format!("workflow `{}` is defined twice", wf.name),
+                )
+                .help(format!(
+                    "the first definition is at line {line}; rename or remove one"
+                ));
                 continue;
             }
             self.index.insert(wf.name.clone(), self.workflows.len());
@@ -334,7 +354,9 @@ impl Project {
     fn check_providers(&self, diags: &mut Vec<Diagnostic>) {
         let mut sink = Sink::new(&self.files.workflows, diags);
         for wf in &self.workflows {
-            let ProviderRef::Named(name) = &wf.provider else { continue };
+            let ProviderRef::Named(name) = &wf.provider else {
+                continue;
+            };
             if self.registry.get(name).is_some() || self.custom.iter().any(|c| &c.name == name) {
                 continue;
             }
@@ -361,7 +383,8 @@ impl Project {
 
     fn check_dependencies(&self, diags: &mut Vec<Diagnostic>) {
         let mut sink = Sink::new(&self.files.workflows, diags);
-        let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(self.workflows.len(), 0);
+        let mut graph =
+            petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(self.workflows.len(), 0);
         for (i, wf) in self.workflows.iter().enumerate() {
             graph.add_node(i);
             for dep in &wf.depends_on {
@@ -382,11 +405,17 @@ impl Project {
                         graph.add_edge(i, j, ());
                     }
                     None => {
-                        let hint = did_you_mean(&dep.workflow, self.workflows.iter().map(|w| w.name.as_str()));
+                        let hint = did_you_mean(
+                            &dep.workflow,
+                            self.workflows.iter().map(|w| w.name.as_str()),
+                        );
                         sink.error(
                             dep.pos,
                             Code::UnknownDependency,
-                            format!("workflow `{}` depends on `{}`, which is not defined", wf.name, dep.workflow),
+                            format!(
+                                "workflow `{}` depends on `{}`, which is not defined",
+                                wf.name, dep.workflow
+                            ),
                         )
                         .suggest(hint);
                     }
@@ -397,9 +426,14 @@ impl Project {
             if scc.len() < 2 {
                 continue;
             }
-            let Some(&start) = scc.iter().min() else { continue };
+            let Some(&start) = scc.iter().min() else {
+                continue;
+            };
             let cycle = self.cycle_from(start, &scc);
-            let path: Vec<&str> = cycle.iter().map(|&i| self.workflows[i].name.as_str()).collect();
+            let path: Vec<&str> = cycle
+                .iter()
+                .map(|&i| self.workflows[i].name.as_str())
+                .collect();
             let first = &self.workflows[start];
             let next = &self.workflows[cycle[1]].name;
             let pos = first
@@ -407,8 +441,12 @@ impl Project {
                 .iter()
                 .find(|d| &d.workflow == next && d.tag.is_none())
                 .map_or(first.pos, |d| d.pos);
-            sink.error(pos, Code::Cycle, format!("dependency cycle: {}", path.join(" -> ")))
-                .help("remove one of these `depends-on` entries to break the cycle");
+            sink.error(
+                pos,
+                Code::Cycle,
+                format!("dependency cycle: {}", path.join(" -> ")),
+            )
+            .help("remove one of these `depends-on` entries to break the cycle");
         }
     }
 
@@ -486,11 +524,19 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 fn name_of(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
     let Some(s) = node.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
-        sink.error(node.pos, Code::Type, format!("{what} must be a string, found {}", node.type_name()));
+        sink.error(
+            node.pos,
+            Code::Type,
+            format!("{what} must be a string, found {}", node.type_name()),
+        );
         return None;
     };
     if !valid_name(&s.text) {
-        let d = sink.error(node.pos, Code::InvalidName, format!("`{}` is not a valid {what}", s.text));
+        let d = sink.error(
+            node.pos,
+            Code::InvalidName,
+            format!("`{}` is not a valid {what}", s.text),
+        );
         if s.text.contains("${{") {
             d.help("variables cannot be used in names, providers or `depends-on`");
         } else {
@@ -506,7 +552,10 @@ fn parse_workflows(root: &Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
         sink.error(
             root.pos,
             Code::Type,
-            format!("the workflows file must be a mapping with a `workflows` list, found {}", root.type_name()),
+            format!(
+                "the workflows file must be a mapping with a `workflows` list, found {}",
+                root.type_name()
+            ),
         )
         .help("start the file with `workflows:`");
         return Vec::new();
@@ -514,32 +563,51 @@ fn parse_workflows(root: &Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
     for e in entries {
         if e.key.text != "workflows" && !e.key.text.starts_with("x-") {
             let hint = did_you_mean(&e.key.text, ["workflows"]);
-            let d = sink.error(e.key.pos, Code::UnknownKey, format!("unknown top-level key `{}`", e.key.text));
+            let d = sink.error(
+                e.key.pos,
+                Code::UnknownKey,
+                format!("unknown top-level key `{}`", e.key.text),
+            );
             d.suggest(hint);
             d.help("the top level holds `workflows` (and `x-` keys for YAML anchors)");
         }
     }
     let Some(list) = root.get("workflows") else {
-        sink.error(root.pos, Code::MissingKey, "the workflows file has no `workflows` key")
-            .help("write `workflows:` followed by a list of workflows");
+        sink.error(
+            root.pos,
+            Code::MissingKey,
+            "the workflows file has no `workflows` key",
+        )
+        .help("write `workflows:` followed by a list of workflows");
         return Vec::new();
     };
     let items = match &list.kind {
         NodeKind::Seq(items) => items,
         NodeKind::Scalar(s) if s.value == ScalarValue::Null => return Vec::new(),
         _ => {
-            sink.error(list.pos, Code::Type, format!("`workflows` must be a list, found {}", list.type_name()))
-                .help("write each workflow as a list item: `- name: train`");
+            sink.error(
+                list.pos,
+                Code::Type,
+                format!("`workflows` must be a list, found {}", list.type_name()),
+            )
+            .help("write each workflow as a list item: `- name: train`");
             return Vec::new();
         }
     };
-    items.iter().filter_map(|item| parse_workflow(item, sink)).collect()
+    items
+        .iter()
+        .filter_map(|item| parse_workflow(item, sink))
+        .collect()
 }
 
 fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
     let Some(entries) = node.as_map() else {
-        sink.error(node.pos, Code::Type, format!("a workflow must be a mapping, found {}", node.type_name()))
-            .help("e.g. `- name: train` followed by `provider: python` on the next line");
+        sink.error(
+            node.pos,
+            Code::Type,
+            format!("a workflow must be a mapping, found {}", node.type_name()),
+        )
+        .help("e.g. `- name: train` followed by `provider: python` on the next line");
         return None;
     };
     let name = match node.get("name") {
@@ -565,23 +633,41 @@ fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
             }
             "depends-on" | "depends_on" => {
                 if e.key.text == "depends_on" {
-                    sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `depends_on` in workflow `{shown}`"))
-                        .suggest(Some("depends-on"));
+                    sink.error(
+                        e.key.pos,
+                        Code::UnknownKey,
+                        format!("unknown key `depends_on` in workflow `{shown}`"),
+                    )
+                    .suggest(Some("depends-on"));
                 }
                 depends_on = parse_depends_on(&e.value, shown, sink);
             }
             "help" => match e.value.as_scalar() {
                 Some(s) if s.value != ScalarValue::Null => help = Some(s.text.clone()),
                 _ => {
-                    sink.error(e.value.pos, Code::Type, format!("`help` in workflow `{shown}` must be a string, found {}", e.value.type_name()));
+                    sink.error(
+                        e.value.pos,
+                        Code::Type,
+                        format!(
+                            "`help` in workflow `{shown}` must be a string, found {}",
+                            e.value.type_name()
+                        ),
+                    );
                 }
             },
             _ => params.push(e.clone()),
         }
     }
     if node.get("provider").is_none() {
-        sink.error(node.pos, Code::MissingKey, format!("workflow `{shown}` has no `provider`"))
-            .help(format!("add `provider: NAME`; the built-in providers are `{}`", BUILTIN_PROVIDERS.join("`, `")));
+        sink.error(
+            node.pos,
+            Code::MissingKey,
+            format!("workflow `{shown}` has no `provider`"),
+        )
+        .help(format!(
+            "add `provider: NAME`; the built-in providers are `{}`",
+            BUILTIN_PROVIDERS.join("`, `")
+        ));
     }
     Some(Workflow {
         name: name?,
@@ -600,46 +686,79 @@ fn parse_provider_ref(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Optio
         NodeKind::Map(entries) => {
             for e in entries {
                 if e.key.text != "repo" && e.key.text != "name" {
-                    sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `provider.{}` in workflow `{workflow}`", e.key.text))
-                        .suggest(did_you_mean(&e.key.text, ["repo", "name"]))
-                        .help("a provider from another repository is `{repo: URL, name: NAME}`");
+                    sink.error(
+                        e.key.pos,
+                        Code::UnknownKey,
+                        format!(
+                            "unknown key `provider.{}` in workflow `{workflow}`",
+                            e.key.text
+                        ),
+                    )
+                    .suggest(did_you_mean(&e.key.text, ["repo", "name"]))
+                    .help("a provider from another repository is `{repo: URL, name: NAME}`");
                 }
             }
             let name = match node.get("name") {
                 Some(n) => name_of(n, "provider name", sink),
                 None => {
-                    sink.error(node.pos, Code::MissingKey, format!("`provider` in workflow `{workflow}` has a `repo` but no `name`"))
-                        .help("add the provider's `name` from that repository's `.dstack/providers.yaml`");
+                    sink.error(
+                        node.pos,
+                        Code::MissingKey,
+                        format!("`provider` in workflow `{workflow}` has a `repo` but no `name`"),
+                    )
+                    .help(
+                        "add the provider's `name` from that repository's `.dstack/providers.yaml`",
+                    );
                     None
                 }
             };
             let repo = match node.get("repo") {
                 Some(r) => match r.as_scalar() {
-                    Some(s) if s.value == ScalarValue::Str && !s.text.trim().is_empty() => Some(s.text.trim().to_owned()),
+                    Some(s) if s.value == ScalarValue::Str && !s.text.trim().is_empty() => {
+                        Some(s.text.trim().to_owned())
+                    }
                     _ => {
                         sink.error(r.pos, Code::Type, format!("`provider.repo` in workflow `{workflow}` must be a repository URL, found {}", r.type_name()));
                         None
                     }
                 },
                 None => {
-                    sink.error(node.pos, Code::MissingKey, format!("`provider` in workflow `{workflow}` has no `repo`"))
-                        .help("write `provider: {repo: URL, name: NAME}`, or just `provider: NAME`");
+                    sink.error(
+                        node.pos,
+                        Code::MissingKey,
+                        format!("`provider` in workflow `{workflow}` has no `repo`"),
+                    )
+                    .help("write `provider: {repo: URL, name: NAME}`, or just `provider: NAME`");
                     None
                 }
             };
             let repo = repo?;
             if repo.chars().any(char::is_whitespace) {
-                sink.error(node.get("repo").map_or(node.pos, |r| r.pos), Code::InvalidValue, format!("`provider.repo` `{repo}` contains spaces"));
+                sink.error(
+                    node.get("repo").map_or(node.pos, |r| r.pos),
+                    Code::InvalidValue,
+                    format!("`provider.repo` `{repo}` contains spaces"),
+                );
                 return None;
             }
             // `URL@REF` pins a branch, tag or commit; `git@host:path` is an SSH URL, not a ref.
             let (repo, git_ref) = match repo.rsplit_once('@') {
-                Some((url, r)) if !r.is_empty() && !r.contains(':') && !r.contains('/') && !url.is_empty() && url.contains('/') => {
+                Some((url, r))
+                    if !r.is_empty()
+                        && !r.contains(':')
+                        && !r.contains('/')
+                        && !url.is_empty()
+                        && url.contains('/') =>
+                {
                     (url.to_owned(), Some(r.to_owned()))
                 }
                 _ => (repo, None),
             };
-            Some(ProviderRef::Repo { repo, git_ref, name: name? })
+            Some(ProviderRef::Repo {
+                repo,
+                git_ref,
+                name: name?,
+            })
         }
         NodeKind::Seq(_) => {
             sink.error(node.pos, Code::Type, format!("`provider` in workflow `{workflow}` must be a name or `{{repo: URL, name: NAME}}`, found a list"));
@@ -671,7 +790,14 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
         let name_ok = valid_name(name);
         let tag_ok = tag.is_none_or(valid_name);
         if !name_ok || !tag_ok {
-            let d = sink.error(item.pos, Code::InvalidName, format!("`{}` in `depends-on` of workflow `{workflow}` is not a workflow name", s.text));
+            let d = sink.error(
+                item.pos,
+                Code::InvalidName,
+                format!(
+                    "`{}` in `depends-on` of workflow `{workflow}` is not a workflow name",
+                    s.text
+                ),
+            );
             if s.text.contains("${{") {
                 d.help("variables cannot be used in `depends-on`");
             } else {
@@ -679,14 +805,35 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             }
             continue;
         }
-        let dep = Dependency { workflow: name.to_owned(), tag: tag.map(str::to_owned), pos: item.pos };
-        if out.iter().any(|d| d.workflow == dep.workflow && d.tag == dep.tag) {
-            sink.warning(item.pos, Code::DuplicateKey, format!("`{}` is listed twice in `depends-on` of workflow `{workflow}`", s.text));
+        let dep = Dependency {
+            workflow: name.to_owned(),
+            tag: tag.map(str::to_owned),
+            pos: item.pos,
+        };
+        if out
+            .iter()
+            .any(|d| d.workflow == dep.workflow && d.tag == dep.tag)
+        {
+            sink.warning(
+                item.pos,
+                Code::DuplicateKey,
+                format!(
+                    "`{}` is listed twice in `depends-on` of workflow `{workflow}`",
+                    s.text
+                ),
+            );
             continue;
         }
         if out.iter().any(|d| d.workflow == dep.workflow) {
-            sink.error(item.pos, Code::DuplicateKey, format!("workflow `{workflow}` depends on `{}` twice, with different tags", dep.workflow))
-                .help("keep either the workflow (run it now) or one tagged run");
+            sink.error(
+                item.pos,
+                Code::DuplicateKey,
+                format!(
+                    "workflow `{workflow}` depends on `{}` twice, with different tags",
+                    dep.workflow
+                ),
+            )
+            .help("keep either the workflow (run it now) or one tagged run");
             continue;
         }
         out.push(dep);
@@ -699,38 +846,65 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
         return Vec::new();
     };
     let Some(entries) = root.as_map() else {
-        sink.error(root.pos, Code::Type, format!("`providers.yaml` must be a mapping with a `providers` list, found {}", root.type_name()));
+        sink.error(
+            root.pos,
+            Code::Type,
+            format!(
+                "`providers.yaml` must be a mapping with a `providers` list, found {}",
+                root.type_name()
+            ),
+        );
         return Vec::new();
     };
     for e in entries {
         if e.key.text != "providers" && !e.key.text.starts_with("x-") {
-            sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `{}`", e.key.text))
-                .suggest(did_you_mean(&e.key.text, ["providers"]));
+            sink.error(
+                e.key.pos,
+                Code::UnknownKey,
+                format!("unknown key `{}`", e.key.text),
+            )
+            .suggest(did_you_mean(&e.key.text, ["providers"]));
         }
     }
     let items = match root.get("providers").map(|n| (n, &n.kind)) {
         Some((_, NodeKind::Seq(items))) => items,
         Some((n, _)) if n.is_null() => return Vec::new(),
         Some((n, _)) => {
-            sink.error(n.pos, Code::Type, format!("`providers` must be a list, found {}", n.type_name()));
+            sink.error(
+                n.pos,
+                Code::Type,
+                format!("`providers` must be a list, found {}", n.type_name()),
+            );
             return Vec::new();
         }
         None => {
-            sink.error(root.pos, Code::MissingKey, "`providers.yaml` has no `providers` list");
+            sink.error(
+                root.pos,
+                Code::MissingKey,
+                "`providers.yaml` has no `providers` list",
+            );
             return Vec::new();
         }
     };
     let mut out: Vec<CustomProvider> = Vec::new();
     for item in items {
         let Some(entries) = item.as_map() else {
-            sink.error(item.pos, Code::Type, format!("a provider must be a mapping, found {}", item.type_name()));
+            sink.error(
+                item.pos,
+                Code::Type,
+                format!("a provider must be a mapping, found {}", item.type_name()),
+            );
             continue;
         };
         let known = ["name", "image", "commands", "help"];
         for e in entries {
             if !known.contains(&e.key.text.as_str()) {
-                sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `{}` in a provider", e.key.text))
-                    .suggest(did_you_mean(&e.key.text, known));
+                sink.error(
+                    e.key.pos,
+                    Code::UnknownKey,
+                    format!("unknown key `{}` in a provider", e.key.text),
+                )
+                .suggest(did_you_mean(&e.key.text, known));
             }
         }
         let name = match item.get("name") {
@@ -743,7 +917,11 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
         let image = match item.get("image").and_then(Node::as_scalar) {
             Some(s) if s.value != ScalarValue::Null => Some(s.text.clone()),
             _ => {
-                sink.error(item.get("image").map_or(item.pos, |n| n.pos), Code::MissingKey, "provider needs an `image` (a string)");
+                sink.error(
+                    item.get("image").map_or(item.pos, |n| n.pos),
+                    Code::MissingKey,
+                    "provider needs an `image` (a string)",
+                );
                 None
             }
         };
@@ -754,32 +932,69 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
                     match c.as_scalar() {
                         Some(s) if s.value != ScalarValue::Null => commands.push(s.text.clone()),
                         _ => {
-                            sink.error(c.pos, Code::Type, format!("provider commands must be strings, found {}", c.type_name()));
+                            sink.error(
+                                c.pos,
+                                Code::Type,
+                                format!(
+                                    "provider commands must be strings, found {}",
+                                    c.type_name()
+                                ),
+                            );
                         }
                     }
                 }
             }
             Some((n, _)) => {
-                sink.error(n.pos, Code::Type, format!("provider `commands` must be a list of strings, found {}", n.type_name()));
+                sink.error(
+                    n.pos,
+                    Code::Type,
+                    format!(
+                        "provider `commands` must be a list of strings, found {}",
+                        n.type_name()
+                    ),
+                );
             }
             None => {
-                sink.error(item.pos, Code::MissingKey, "provider needs `commands`, the commands that run its program");
+                sink.error(
+                    item.pos,
+                    Code::MissingKey,
+                    "provider needs `commands`, the commands that run its program",
+                );
             }
         }
-        let help = item.get("help").and_then(Node::as_scalar).map(|s| s.text.clone());
-        let (Some(name), Some(image)) = (name, image) else { continue };
+        let help = item
+            .get("help")
+            .and_then(Node::as_scalar)
+            .map(|s| s.text.clone());
+        let (Some(name), Some(image)) = (name, image) else {
+            continue;
+        };
         if BUILTIN_PROVIDERS.contains(&name.as_str()) {
-            sink.error(item.pos, Code::InvalidName, format!("provider `{name}` shadows the built-in provider of that name"))
-                .help("give it another name");
+            sink.error(
+                item.pos,
+                Code::InvalidName,
+                format!("provider `{name}` shadows the built-in provider of that name"),
+            )
+            .help("give it another name");
             continue;
         }
         if let Some(first) = out.iter().find(|p| p.name == name) {
             let line = first.pos.line;
-            sink.error(item.pos, Code::DuplicateKey, format!("provider `{name}` is defined twice"))
-                .help(format!("the first definition is at line {line}"));
+            sink.error(
+                item.pos,
+                Code::DuplicateKey,
+                format!("provider `{name}` is defined twice"),
+            )
+            .help(format!("the first definition is at line {line}"));
             continue;
         }
-        out.push(CustomProvider { name, image, commands, help, pos: item.pos });
+        out.push(CustomProvider {
+            name,
+            image,
+            commands,
+            help,
+            pos: item.pos,
+        });
     }
     out
 }

@@ -84,7 +84,9 @@ impl<'a> Params<'a> {
     /// Takes `key`, or its deprecated spelling `old` with a warning that names the new key.
     pub fn raw_or_deprecated(&mut self, key: &'static str, old: &'static str) -> Option<&'a Node> {
         let new = self.raw(key);
-        let i = self.entries.iter().position(|e| e.key.text == old)?;
+        let Some(i) = self.entries.iter().position(|e| e.key.text == old) else {
+            return new;
+        };
         self.used[i] = true;
         let entry = &self.entries[i];
         if new.is_some() {
@@ -114,7 +116,13 @@ impl<'a> Params<'a> {
         self.push(Severity::Warning, pos, code, message.into())
     }
 
-    fn push(&mut self, severity: Severity, pos: Pos, code: Code, message: String) -> &mut Diagnostic {
+    fn push(
+        &mut self,
+        severity: Severity,
+        pos: Pos,
+        code: Code,
+        message: String,
+    ) -> &mut Diagnostic {
         self.diagnostics.push(Diagnostic {
             severity,
             code,
@@ -292,7 +300,10 @@ impl<'a> Params<'a> {
         match parsed {
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
-                let message = format!("`{key}` in workflow `{}` must be longer than zero", self.workflow);
+                let message = format!(
+                    "`{key}` in workflow `{}` must be longer than zero",
+                    self.workflow
+                );
                 self.error(node.pos, Code::InvalidValue, message);
                 None
             }
@@ -316,7 +327,13 @@ impl<'a> Params<'a> {
         self.check_relative(key, node.pos, &text, allow_root)
     }
 
-    fn check_relative(&mut self, key: &str, pos: Pos, text: &str, allow_root: bool) -> Option<String> {
+    fn check_relative(
+        &mut self,
+        key: &str,
+        pos: Pos,
+        text: &str,
+        allow_root: bool,
+    ) -> Option<String> {
         match normalise_relative(text) {
             Ok(p) if p.is_empty() && !allow_root => {
                 let message = format!(
@@ -334,8 +351,9 @@ impl<'a> Params<'a> {
                     "`{key}` path `{text}` in workflow `{}` {why}",
                     self.workflow
                 );
-                self.error(pos, Code::InvalidPath, message)
-                    .help("paths are relative to the job's working directory and must stay inside it");
+                self.error(pos, Code::InvalidPath, message).help(
+                    "paths are relative to the job's working directory and must stay inside it",
+                );
                 None
             }
         }
@@ -358,7 +376,9 @@ impl<'a> Params<'a> {
             let text = match &item.kind {
                 NodeKind::Scalar(s) if s.value != ScalarValue::Null => s.text.clone(),
                 NodeKind::Map(_) if item.get("path").is_some() => {
-                    let Some(path) = item.get("path") else { continue };
+                    let Some(path) = item.get("path") else {
+                        continue;
+                    };
                     for e in item.as_map().unwrap_or_default() {
                         if e.key.text != "path" {
                             let message = format!("unknown key `{}` in an artifact", e.key.text);
@@ -383,7 +403,10 @@ impl<'a> Params<'a> {
             };
             if let Some(path) = self.check_relative("artifacts", item.pos, &text, false) {
                 if out.contains(&path) {
-                    let message = format!("artifact `{path}` is listed twice in workflow `{}`", self.workflow);
+                    let message = format!(
+                        "artifact `{path}` is listed twice in workflow `{}`",
+                        self.workflow
+                    );
                     self.warning(item.pos, Code::DuplicateKey, message);
                 } else {
                     out.push(path);
@@ -408,7 +431,11 @@ impl<'a> Params<'a> {
                     }
                     match &e.value.kind {
                         NodeKind::Scalar(s) => {
-                            let value = if s.value == ScalarValue::Null { String::new() } else { s.text.clone() };
+                            let value = if s.value == ScalarValue::Null {
+                                String::new()
+                            } else {
+                                s.text.clone()
+                            };
                             env.insert(e.key.text.clone(), value);
                         }
                         _ => {
@@ -445,7 +472,9 @@ impl<'a> Params<'a> {
                     }
                 }
             }
-            NodeKind::Scalar(_) => self.type_error("environment", node, "a mapping of names to values"),
+            NodeKind::Scalar(_) => {
+                self.type_error("environment", node, "a mapping of names to values")
+            }
         }
         env
     }
@@ -493,7 +522,11 @@ impl<'a> Params<'a> {
         };
         let Some(entries) = node.as_map() else {
             if !node.is_null() {
-                self.type_error("resources", node, "a mapping such as `{cpu: 2, memory: 8GB}`");
+                self.type_error(
+                    "resources",
+                    node,
+                    "a mapping such as `{cpu: 2, memory: 8GB}`",
+                );
             }
             return res;
         };
@@ -530,7 +563,12 @@ impl<'a> Params<'a> {
                     gpu_pos = Some(e.key.pos);
                     let name = key.trim_end_matches("/gpu").to_owned();
                     res.gpu = self
-                        .integer_of(&format!("resources.{key}"), &e.value, 0, i64::from(u32::MAX))
+                        .integer_of(
+                            &format!("resources.{key}"),
+                            &e.value,
+                            0,
+                            i64::from(u32::MAX),
+                        )
                         .and_then(|c| u32::try_from(c).ok())
                         .filter(|&count| count > 0)
                         .map(|count| GpuRequest {
@@ -541,7 +579,10 @@ impl<'a> Params<'a> {
                 }
                 _ => {
                     let known = ["cpu", "memory", "gpu", "shm_size"];
-                    let message = format!("unknown key `resources.{key}` in workflow `{}`", self.workflow);
+                    let message = format!(
+                        "unknown key `resources.{key}` in workflow `{}`",
+                        self.workflow
+                    );
                     let hint = did_you_mean(key, known);
                     let d = self.error(e.key.pos, Code::UnknownKey, message);
                     d.suggest(hint);
@@ -556,8 +597,10 @@ impl<'a> Params<'a> {
 
     fn gpu_twice(&mut self, pos: Pos, first: Pos) {
         let message = format!("workflow `{}` asks for GPUs twice", self.workflow);
-        self.error(pos, Code::DuplicateKey, message)
-            .help(format!("GPUs are already requested at line {}; keep one request", first.line));
+        self.error(pos, Code::DuplicateKey, message).help(format!(
+            "GPUs are already requested at line {}; keep one request",
+            first.line
+        ));
     }
 
     fn gpu(&mut self, node: &Node) -> Option<GpuRequest> {
@@ -576,11 +619,17 @@ impl<'a> Params<'a> {
                                 .and_then(|c| u32::try_from(c).ok())?;
                         }
                         "name" => gpu.name = self.text_of("resources.gpu.name", &e.value),
-                        "memory" => gpu.memory_bytes = self.memory_of("resources.gpu.memory", &e.value),
+                        "memory" => {
+                            gpu.memory_bytes = self.memory_of("resources.gpu.memory", &e.value)
+                        }
                         other => {
-                            let message = format!("unknown key `resources.gpu.{other}` in workflow `{}`", self.workflow);
+                            let message = format!(
+                                "unknown key `resources.gpu.{other}` in workflow `{}`",
+                                self.workflow
+                            );
                             let hint = did_you_mean(other, ["count", "name", "memory"]);
-                            self.error(e.key.pos, Code::UnknownKey, message).suggest(hint);
+                            self.error(e.key.pos, Code::UnknownKey, message)
+                                .suggest(hint);
                         }
                     }
                 }
@@ -678,8 +727,14 @@ mod tests {
         assert_eq!(normalise_relative("./data/"), Ok("data".into()));
         assert_eq!(normalise_relative("a/../b"), Ok("b".into()));
         assert_eq!(normalise_relative("."), Ok(String::new()));
-        assert_eq!(normalise_relative("../x"), Err("escapes the working directory"));
-        assert_eq!(normalise_relative("a/../../x"), Err("escapes the working directory"));
+        assert_eq!(
+            normalise_relative("../x"),
+            Err("escapes the working directory")
+        );
+        assert_eq!(
+            normalise_relative("a/../../x"),
+            Err("escapes the working directory")
+        );
         assert_eq!(normalise_relative("/etc"), Err("is absolute"));
         assert_eq!(normalise_relative("C:\\x"), Err("is absolute"));
         assert_eq!(normalise_relative(""), Err("is empty"));

@@ -95,7 +95,10 @@ impl Project {
             let hint = did_you_mean(workflow, self.workflows.iter().map(|w| w.name.as_str()));
             let mut d = Diagnostic::error(
                 Code::UnknownWorkflow,
-                format!("no workflow named `{workflow}` in `{}`", self.files.workflows.display()),
+                format!(
+                    "no workflow named `{workflow}` in `{}`",
+                    self.files.workflows.display()
+                ),
             );
             d.suggest(hint);
             if hint.is_none() {
@@ -109,7 +112,7 @@ impl Project {
         let mut jobs = Vec::new();
         let mut jobs_of: HashMap<usize, Vec<String>> = HashMap::with_capacity(order.len());
         for &i in &order {
-            let made = self.materialise(i, &resolved, &jobs_of, &mut diags);
+            let made = self.materialise(i, &resolved, &jobs_of, true, &mut diags);
             jobs_of.insert(i, made.iter().map(|j| j.id.clone()).collect());
             jobs.extend(made);
         }
@@ -140,7 +143,7 @@ impl Project {
         let mut diags = self.warnings.0.clone();
         let none = HashMap::new();
         for i in 0..self.workflows.len() {
-            self.materialise(i, &resolved, &none, &mut diags);
+            self.materialise(i, &resolved, &none, false, &mut diags);
         }
         let mut diags = Diagnostics(diags);
         diags.sort();
@@ -167,7 +170,11 @@ impl Project {
                 .filter(|d| d.tag.is_none())
                 .filter_map(|d| self.index.get(&d.workflow).copied());
             if expanded {
-                let l = deps.filter_map(|j| level.get(&j)).map(|l| l + 1).max().unwrap_or(0);
+                let l = deps
+                    .filter_map(|j| level.get(&j))
+                    .map(|l| l + 1)
+                    .max()
+                    .unwrap_or(0);
                 level.insert(i, l);
             } else {
                 stack.push((i, true));
@@ -179,12 +186,14 @@ impl Project {
         order
     }
 
-    /// Substitutes and materialises workflow `i` into its jobs.
+    /// Substitutes and materialises workflow `i` into its jobs. `planning` is false for
+    /// `validate`, which accepts custom providers whose programs cannot run here.
     fn materialise(
         &self,
         i: usize,
         resolved: &ResolvedOverrides,
         jobs_of: &HashMap<usize, Vec<String>>,
+        planning: bool,
         diags: &mut Vec<Diagnostic>,
     ) -> Vec<JobSpec> {
         let wf = &self.workflows[i];
@@ -194,9 +203,17 @@ impl Project {
             substitute_entries(&wf.params, &vars, &wf.name, &mut sink)
         };
         let provider_name = wf.provider.name();
-        let mut reader = Params::new(&wf.name, provider_name, self.files.workflows.clone(), wf.pos, &params);
+        let mut reader = Params::new(
+            &wf.name,
+            provider_name,
+            self.files.workflows.clone(),
+            wf.pos,
+            &params,
+        );
         let timeout = reader.duration("timeout");
-        let retries = reader.integer("retries", 0, 100).and_then(|r| u32::try_from(r).ok());
+        let retries = reader
+            .integer("retries", 0, 100)
+            .and_then(|r| u32::try_from(r).ok());
         let provider = match &wf.provider {
             ProviderRef::Named(name) => self.registry.get(name),
             ProviderRef::Repo { .. } => None,
@@ -208,12 +225,14 @@ impl Project {
                     ProviderRef::Named(_) => "`.dstack/providers.yaml`".to_owned(),
                     ProviderRef::Repo { repo, .. } => format!("repository `{repo}`"),
                 };
-                let message = format!(
-                    "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
-                    wf.name
-                );
-                reader.error(wf.provider_pos, Code::Provider, message)
-                    .help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
+                if planning {
+                    let message = format!(
+                        "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
+                        wf.name
+                    );
+                    reader.error(wf.provider_pos, Code::Provider, message)
+                        .help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
+                }
                 // Its parameters belong to the provider program: do not report them as unknown.
                 for e in &params {
                     reader.raw_any(&e.key.text);
@@ -241,11 +260,23 @@ impl Project {
             })
             .collect();
         let single = jobs.len() == 1;
-        let local_ids: Vec<String> = jobs.iter().enumerate().map(|(n, j)| {
-            if j.id.is_empty() { (n + 1).to_string() } else { j.id.clone() }
-        }).collect();
+        let local_ids: Vec<String> = jobs
+            .iter()
+            .enumerate()
+            .map(|(n, j)| {
+                if j.id.is_empty() {
+                    (n + 1).to_string()
+                } else {
+                    j.id.clone()
+                }
+            })
+            .collect();
         for (n, job) in jobs.iter_mut().enumerate() {
-            let id = if single { wf.name.clone() } else { format!("{}/{}", wf.name, local_ids[n]) };
+            let id = if single {
+                wf.name.clone()
+            } else {
+                format!("{}/{}", wf.name, local_ids[n])
+            };
             let mut deps: Vec<String> = job
                 .depends_on
                 .iter()
@@ -283,7 +314,11 @@ fn env_text(value: &Node) -> String {
 
 /// Sorts jobs topologically and groups them into stages (Kahn's algorithm by levels).
 fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Diagnostics> {
-    let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.as_str(), i))
+        .collect();
     let mut indegree = vec![0usize; jobs.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
     for (i, job) in jobs.iter().enumerate() {
@@ -312,10 +347,16 @@ fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Di
         stages_idx.push(std::mem::replace(&mut current, next));
     }
     if placed != jobs.len() {
-        let stuck: Vec<&str> = (0..jobs.len()).filter(|&i| indegree[i] > 0).map(|i| jobs[i].id.as_str()).collect();
+        let stuck: Vec<&str> = (0..jobs.len())
+            .filter(|&i| indegree[i] > 0)
+            .map(|i| jobs[i].id.as_str())
+            .collect();
         return Err(Diagnostic::error(
             Code::Cycle,
-            format!("the jobs made by the providers form a cycle: `{}`", stuck.join("`, `")),
+            format!(
+                "the jobs made by the providers form a cycle: `{}`",
+                stuck.join("`, `")
+            ),
         )
         .into());
     }
@@ -325,7 +366,11 @@ fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Di
         .map(|s| s.iter().map(|&i| jobs[i].id.clone()).collect())
         .collect();
     let mut slots: Vec<Option<JobSpec>> = jobs.into_iter().map(Some).collect();
-    let ordered = stages_idx.iter().flatten().filter_map(|&i| slots[i].take()).collect();
+    let ordered = stages_idx
+        .iter()
+        .flatten()
+        .filter_map(|&i| slots[i].take())
+        .collect();
     Ok((ordered, stages))
 }
 
@@ -349,7 +394,12 @@ impl Plan {
         let mut refs: IndexMap<&str, ()> = IndexMap::new();
         for job in &self.jobs {
             let label = match &job.image {
-                Some(image) => format!("{}\\n{} · {}", dot_escape(&job.id), job.provider, dot_escape(image)),
+                Some(image) => format!(
+                    "{}\\n{} · {}",
+                    dot_escape(&job.id),
+                    job.provider,
+                    dot_escape(image)
+                ),
                 None => format!("{}\\n{}", dot_escape(&job.id), job.provider),
             };
             let _ = writeln!(out, "  \"{}\" [label=\"{label}\"];", dot_escape(&job.id));
@@ -364,7 +414,12 @@ impl Plan {
         }
         for job in &self.jobs {
             for dep in &job.depends_on {
-                let _ = writeln!(out, "  \"{}\" -> \"{}\";", dot_escape(dep), dot_escape(&job.id));
+                let _ = writeln!(
+                    out,
+                    "  \"{}\" -> \"{}\";",
+                    dot_escape(dep),
+                    dot_escape(&job.id)
+                );
             }
         }
         out.push_str("}\n");
@@ -448,7 +503,8 @@ impl fmt::Display for Plan {
                     writeln!(f, "    download:  {} -> {}", d.url, d.output)?;
                 }
                 if !job.env.is_empty() {
-                    let env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let env: Vec<String> =
+                        job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     writeln!(f, "    env:       {}", env.join(" "))?;
                 }
                 if !job.artifacts.is_empty() {
@@ -463,7 +519,11 @@ impl fmt::Display for Plan {
                     writeln!(f, "    resources: {res}")?;
                 }
                 if let Some(t) = job.timeout_secs {
-                    writeln!(f, "    timeout:   {}", humantime::format_duration(std::time::Duration::from_secs(t)))?;
+                    writeln!(
+                        f,
+                        "    timeout:   {}",
+                        humantime::format_duration(std::time::Duration::from_secs(t))
+                    )?;
                 }
                 if job.retries > 0 {
                     writeln!(f, "    retries:   {}", job.retries)?;

@@ -138,7 +138,9 @@ impl Provider for Python {
     fn jobs(&self, params: &mut Params<'_>) -> Vec<JobSpec> {
         let script = match params.raw_or_deprecated("script", "python_script") {
             Some(node) => match node.as_scalar() {
-                Some(s) if s.value != ScalarValue::Null && !s.text.trim().is_empty() => Some(s.text.trim().to_owned()),
+                Some(s) if s.value != ScalarValue::Null && !s.text.trim().is_empty() => {
+                    Some(s.text.trim().to_owned())
+                }
                 _ => {
                     let message = format!(
                         "`script` in workflow `{}` must be a script with its arguments, found {}",
@@ -155,7 +157,8 @@ impl Provider for Python {
                     params.workflow()
                 );
                 let pos = params.pos();
-                params.error(pos, Code::MissingKey, message)
+                params
+                    .error(pos, Code::MissingKey, message)
                     .help("add it, e.g. `script: train.py`");
                 None
             }
@@ -211,12 +214,16 @@ fn python_version(params: &mut Params<'_>) -> String {
         let parts: Vec<&str> = t.split('.').collect();
         parts[0] == "3"
             && (2..=3).contains(&parts.len())
-            && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     });
     match text {
         Some(t) if valid => t,
         _ => {
-            let found = node.as_scalar().map_or_else(|| node.type_name().to_owned(), |s| format!("`{}`", s.text));
+            let found = node
+                .as_scalar()
+                .map_or_else(|| node.type_name().to_owned(), |s| format!("`{}`", s.text));
             let message = format!(
                 "`python` in workflow `{}` must be a Python 3 version such as `3.10`, found {found}",
                 params.workflow()
@@ -241,10 +248,16 @@ impl Provider for Curl {
         let url = params.required_string("url", "https://example.com/data.csv");
         if let (Some(u), Some(node)) = (&url, url_node) {
             let scheme_ok = u.starts_with("http://") || u.starts_with("https://");
-            let host_ok = u.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+            let host_ok = u
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
             if !scheme_ok || !host_ok || u.chars().any(char::is_whitespace) {
-                let message = format!("`url` in workflow `{}` is not an http(s) URL: `{u}`", params.workflow());
-                params.error(node.pos, Code::InvalidValue, message)
+                let message = format!(
+                    "`url` in workflow `{}` is not an http(s) URL: `{u}`",
+                    params.workflow()
+                );
+                params
+                    .error(node.pos, Code::InvalidValue, message)
                     .help("write a full URL such as `https://example.com/data/input.txt`");
             }
         }

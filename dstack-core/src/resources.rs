@@ -170,7 +170,10 @@ mod tests {
             parse_memory("99999999999TiB"),
             Err(MemoryError::TooLarge(_))
         ));
-        assert!(matches!(parse_memory("1.2.3GB"), Err(MemoryError::NoNumber(_))));
+        assert!(matches!(
+            parse_memory("1.2.3GB"),
+            Err(MemoryError::NoNumber(_))
+        ));
     }
 
     #[test]

@@ -53,7 +53,10 @@ type RelPath = String;
 
 /// `.dstack/workflows.yaml`
 #[derive(Debug, JsonSchema)]
-#[schemars(title = "dstack workflows", description = "The workflows of a dstack project: `.dstack/workflows.yaml`.")]
+#[schemars(
+    title = "dstack workflows",
+    description = "The workflows of a dstack project: `.dstack/workflows.yaml`."
+)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowsFile {
     /// The workflows.
@@ -193,7 +196,10 @@ pub struct CustomWorkflow {
 #[serde(untagged)]
 pub enum CustomProviderRef {
     /// A name from `.dstack/providers.yaml`.
-    Named(#[schemars(regex(pattern = r"^(?!(docker|python|curl)$)[A-Za-z0-9][A-Za-z0-9_.-]*$"))] String),
+    Named(
+        #[schemars(regex(pattern = r"^(?!(docker|python|curl)$)[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+        String,
+    ),
     /// A provider from another Git repository.
     Repo(RepoProvider),
 }

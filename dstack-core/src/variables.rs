@@ -52,20 +52,31 @@ impl Variables {
             sink.error(
                 root.pos,
                 Code::Type,
-                format!("`variables.yaml` must be a mapping with a `variables` key, found {}", root.type_name()),
+                format!(
+                    "`variables.yaml` must be a mapping with a `variables` key, found {}",
+                    root.type_name()
+                ),
             );
             return out;
         };
         for e in entries {
             if e.key.text != "variables" && !e.key.text.starts_with("x-") {
-                sink.error(e.key.pos, Code::UnknownKey, format!("unknown key `{}`", e.key.text))
-                    .suggest(did_you_mean(&e.key.text, ["variables"]))
-                    .help("the only top-level key of variables.yaml is `variables`");
+                sink.error(
+                    e.key.pos,
+                    Code::UnknownKey,
+                    format!("unknown key `{}`", e.key.text),
+                )
+                .suggest(did_you_mean(&e.key.text, ["variables"]))
+                .help("the only top-level key of variables.yaml is `variables`");
             }
         }
         let Some(vars) = root.get("variables") else {
-            sink.error(root.pos, Code::MissingKey, "`variables.yaml` has no `variables` key")
-                .help("write `variables:` followed by one section per workflow");
+            sink.error(
+                root.pos,
+                Code::MissingKey,
+                "`variables.yaml` has no `variables` key",
+            )
+            .help("write `variables:` followed by one section per workflow");
             return out;
         };
         if vars.is_null() {
@@ -75,7 +86,10 @@ impl Variables {
             sink.error(
                 vars.pos,
                 Code::Type,
-                format!("`variables` must be a mapping of workflow names to variables, found {}", vars.type_name()),
+                format!(
+                    "`variables` must be a mapping of workflow names to variables, found {}",
+                    vars.type_name()
+                ),
             )
             .help("e.g. `variables: {train: {epochs: 10}}`");
             return out;
@@ -94,7 +108,9 @@ impl Variables {
                                 Code::InvalidName,
                                 format!("`{}` is not a valid variable name", v.key.text),
                             )
-                            .help("use letters, digits, `_` and `-`, starting with a letter or `_`");
+                            .help(
+                                "use letters, digits, `_` and `-`, starting with a letter or `_`",
+                            );
                             continue;
                         }
                         section.vars.insert(
@@ -172,7 +188,11 @@ pub fn env_name(variable: &str) -> String {
         .chars()
         .map(|c| {
             let c = c.to_ascii_uppercase();
-            if c.is_ascii_uppercase() || c.is_ascii_digit() { c } else { '_' }
+            if c.is_ascii_uppercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
         })
         .collect()
 }
@@ -201,10 +221,8 @@ impl Overrides {
 
     /// Sets `name` to a typed value.
     pub fn set(&mut self, name: impl Into<String>, value: Scalar) {
-        self.entries.push((
-            name.into(),
-            Node::synthetic(NodeKind::Scalar(value)),
-        ));
+        self.entries
+            .push((name.into(), Node::synthetic(NodeKind::Scalar(value))));
     }
 
     /// Sets `name` to a value written as on the command line: typed like a plain YAML scalar
@@ -278,7 +296,8 @@ impl Overrides {
             match match_variable(given, &names) {
                 Match::Exact(name) => out.push(name.to_owned(), value.clone(), true),
                 Match::Prefix(name) => {
-                    out.notes.push(format!("`--{given}` is taken as variable `{name}`"));
+                    out.notes
+                        .push(format!("`--{given}` is taken as variable `{name}`"));
                     out.push(name.to_owned(), value.clone(), true);
                 }
                 Match::Ambiguous(candidates) => {
@@ -297,7 +316,9 @@ impl Overrides {
                 Match::None => {
                     let mut d = Diagnostic::error(
                         Code::UnknownVariable,
-                        format!("unknown variable `--{given}`: no section of variables.yaml defines it"),
+                        format!(
+                            "unknown variable `--{given}`: no section of variables.yaml defines it"
+                        ),
                     );
                     d.suggest(did_you_mean(given, names.iter().copied()));
                     if names.is_empty() {
@@ -307,7 +328,11 @@ impl Overrides {
                 }
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -348,7 +373,11 @@ fn match_variable<'a>(given: &str, names: &[&'a str]) -> Match<'a> {
     }
     let norm = |s: &str| s.replace('_', "-");
     let given_n = norm(given);
-    let same: Vec<&'a str> = names.iter().copied().filter(|n| norm(n) == given_n).collect();
+    let same: Vec<&'a str> = names
+        .iter()
+        .copied()
+        .filter(|n| norm(n) == given_n)
+        .collect();
     if same.len() == 1 {
         return Match::Exact(same[0]);
     }
@@ -517,7 +546,9 @@ fn lookup<'v>(
         sink.error(
             pos,
             Code::Expression,
-            format!("`${{{{ {name} }}}}` is not a variable name; only `${{{{ name }}}}` is supported"),
+            format!(
+                "`${{{{ {name} }}}}` is not a variable name; only `${{{{ name }}}}` is supported"
+            ),
         );
         return None;
     }
@@ -547,7 +578,10 @@ mod tests {
     }
 
     fn run(text: &str, style: Style, vars: &[(&str, &str)]) -> (Node, Vec<Diagnostic>) {
-        let vars: IndexMap<String, Node> = vars.iter().map(|(k, v)| ((*k).to_owned(), var(v))).collect();
+        let vars: IndexMap<String, Node> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), var(v)))
+            .collect();
         let node = Node {
             pos: Pos::new(3, 10),
             kind: NodeKind::Scalar(Scalar::new(text.into(), style)),
@@ -568,7 +602,11 @@ mod tests {
 
     #[test]
     fn interpolation_makes_text_and_is_not_recursive() {
-        let (n, d) = run("a-${{x}}-${{ y }}", Style::Plain, &[("x", "${{ y }}"), ("y", "2")]);
+        let (n, d) = run(
+            "a-${{x}}-${{ y }}",
+            Style::Plain,
+            &[("x", "${{ y }}"), ("y", "2")],
+        );
         assert!(d.is_empty());
         let s = n.as_scalar().expect("scalar");
         assert_eq!(s.text, "a-${{ y }}-2");
@@ -591,7 +629,13 @@ mod tests {
         let mut vars = Variables::default();
         let mut section = Section::default();
         for name in ["epochs", "batch-size", "seed", "seeds-extra", "lr"] {
-            section.vars.insert(name.into(), Variable { pos: Pos::NONE, value: var("1") });
+            section.vars.insert(
+                name.into(),
+                Variable {
+                    pos: Pos::NONE,
+                    value: var("1"),
+                },
+            );
         }
         vars.sections.insert("train".into(), section);
         let args = ["--epoch", "100", "--batch_size=3", "--lr", "0.1"];
@@ -604,7 +648,10 @@ mod tests {
         let o = Overrides::from_args(&["--see", "1", "--epohcs", "2"]).expect("parses");
         let errors = o.resolve(&vars).expect_err("fails");
         assert_eq!(errors.len(), 2);
-        assert_eq!(errors[0].message, "`--see` is ambiguous: it could be `seed`, `seeds-extra`");
+        assert_eq!(
+            errors[0].message,
+            "`--see` is ambiguous: it could be `seed`, `seeds-extra`"
+        );
         assert_eq!(errors[1].help, ["did you mean `epochs`?"]);
         // An exact name wins over being a prefix of another.
         let o = Overrides::from_args(&["--seed", "5"]).expect("parses");

@@ -232,9 +232,8 @@ impl Node {
                 ScalarValue::Null => J::Null,
                 ScalarValue::Bool(b) => J::Bool(b),
                 ScalarValue::Int(i) => J::from(i),
-                ScalarValue::Float(f) => {
-                    serde_json::Number::from_f64(f).map_or_else(|| J::String(s.text.clone()), J::Number)
-                }
+                ScalarValue::Float(f) => serde_json::Number::from_f64(f)
+                    .map_or_else(|| J::String(s.text.clone()), J::Number),
                 ScalarValue::Str => J::String(s.text.clone()),
             },
             NodeKind::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
@@ -306,11 +305,15 @@ pub fn resolve_plain(text: &str) -> ScalarValue {
     if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
         return match text.parse::<i64>() {
             Ok(i) => ScalarValue::Int(i),
-            Err(_) => text.parse::<f64>().map_or(ScalarValue::Str, ScalarValue::Float),
+            Err(_) => text
+                .parse::<f64>()
+                .map_or(ScalarValue::Str, ScalarValue::Float),
         };
     }
     if is_core_float(digits) {
-        return text.parse::<f64>().map_or(ScalarValue::Str, ScalarValue::Float);
+        return text
+            .parse::<f64>()
+            .map_or(ScalarValue::Str, ScalarValue::Float);
     }
     ScalarValue::Str
 }
@@ -583,9 +586,7 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq {
-                items,
-                size: total,
-                ..
+                items, size: total, ..
             }) => {
                 *total += size;
                 items.push(node);
@@ -747,8 +748,18 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         let c = node.expect("doc");
         let c = c.get("c").expect("c");
-        assert_eq!(c.get("x").and_then(Node::as_scalar).map(|s| s.text.as_str()), Some("1"));
-        assert_eq!(c.get("y").and_then(Node::as_scalar).map(|s| s.text.as_str()), Some("3"));
+        assert_eq!(
+            c.get("x")
+                .and_then(Node::as_scalar)
+                .map(|s| s.text.as_str()),
+            Some("1")
+        );
+        assert_eq!(
+            c.get("y")
+                .and_then(Node::as_scalar)
+                .map(|s| s.text.as_str()),
+            Some("3")
+        );
     }
 
     #[test]
@@ -763,7 +774,11 @@ mod tests {
         let (node, diags) = load(&src);
         assert!(node.is_none());
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].message.contains("alias bomb"), "{}", diags[0].message);
+        assert!(
+            diags[0].message.contains("alias bomb"),
+            "{}",
+            diags[0].message
+        );
     }
 
     #[test]
@@ -780,7 +795,10 @@ mod tests {
         }
         let (node, diags) = load(&src);
         assert!(node.is_none());
-        assert!(diags[0].message.contains("nesting is deeper than 64"), "{diags:?}");
+        assert!(
+            diags[0].message.contains("nesting is deeper than 64"),
+            "{diags:?}"
+        );
     }
 
     #[test]

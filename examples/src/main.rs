@@ -1,0 +1,264 @@
+//! `dstack`: the command-line interface of dstack-rs.
+//!
+//! Thin by design: it parses arguments, calls `dstack-core`, and renders results and errors.
+//! Exit codes: 0 success, 1 a problem in the user's files or workflows, 2 a usage error.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dstack_core::{Diagnostics, Error, Overrides, Project};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dstack",
+    version,
+    about = "Declarative ML workflows: validate, plan and run `.dstack/workflows.yaml`",
+    propagate_version = true
+)]
+struct Cli {
+    /// Run as if dstack was started in DIR (the folder that holds `.dstack/`).
+    #[arg(short = 'C', value_name = "DIR", global = true, default_value = ".")]
+    dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check `.dstack/*.yaml` and report every problem, each with its file, line and column.
+    Validate {
+        /// How to print problems.
+        #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+        format: DiagFormat,
+    },
+    /// Show the jobs a workflow would run, with its dependencies, in stages.
+    ///
+    /// Variables follow the workflow name: `dstack plan train --gpu 2 --epoch 100`. A prefix of
+    /// a variable's name is enough when it is unambiguous, and `_` may stand for `-`.
+    Plan {
+        /// The workflow to plan.
+        workflow: String,
+        /// Variable overrides: `--NAME VALUE` or `--NAME=VALUE`. dstack's own options
+        /// (`--format`, `--var`) may come before or after them.
+        #[arg(value_name = "--NAME VALUE", allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        variables: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Set a variable whose name is also a dstack option (`--var format=csv`).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        var: Vec<String>,
+    },
+    /// List the project's workflows with their providers, dependencies and descriptions.
+    #[command(visible_alias = "ls")]
+    Workflows,
+    /// Print the JSON Schema of `.dstack/workflows.yaml` (for editors).
+    Schema,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DiagFormat {
+    Text,
+    Json,
+}
+
+/// What `main` reports: user problems (exit 1) or usage problems (exit 2).
+enum Failure {
+    User(String),
+    Usage(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::User(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let result = run(cli, &mut out, &mut err);
+    let _ = out.flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User(message)) => {
+            let _ = writeln!(err, "{message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            let _ = writeln!(err, "{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Removes dstack's own options (`--NAME VALUE`, `--NAME=VALUE`) from the words that follow
+/// the workflow name, which are otherwise variables.
+fn take_options(
+    words: &mut Vec<String>,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, Failure> {
+    let mut taken = Vec::new();
+    let mut rest = Vec::with_capacity(words.len());
+    let mut iter = std::mem::take(words).into_iter();
+    while let Some(word) = iter.next() {
+        let option = word.strip_prefix("--").and_then(|o| {
+            let (name, value) = match o.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (o, None),
+            };
+            names.iter().find(|n| **n == name).map(|n| (*n, value))
+        });
+        match option {
+            Some((name, Some(value))) => taken.push((name, value)),
+            Some((name, None)) => match iter.next() {
+                Some(value) => taken.push((name, value)),
+                None => return Err(Failure::Usage(format!("error: `--{name}` needs a value"))),
+            },
+            None => rest.push(word),
+        }
+    }
+    *words = rest;
+    Ok(taken)
+}
+
+/// Variable overrides from `--NAME VALUE` words and `--var NAME=VALUE` options.
+fn overrides(words: &[String], vars: &[String]) -> Result<Overrides, Failure> {
+    let mut overrides = Overrides::from_args(words).map_err(|d| Failure::Usage(d.to_string()))?;
+    for v in vars {
+        let Some((name, value)) = v.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "error: `--var {v}` needs the form `--var NAME=VALUE`"
+            )));
+        };
+        overrides.set_text(name, value);
+    }
+    Ok(overrides)
+}
+
+fn write_warnings(err: &mut dyn std::io::Write, warnings: &Diagnostics) {
+    for w in warnings.warnings() {
+        let _ = writeln!(err, "{w}");
+    }
+}
+
+fn run(
+    cli: Cli,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> Result<(), Failure> {
+    match cli.command {
+        Command::Schema => {
+            let schema = dstack_core::schema::workflows_schema();
+            let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+            let _ = writeln!(out, "{text}");
+            Ok(())
+        }
+        Command::Validate { format } => {
+            let result = Project::load(&cli.dir).and_then(|p| {
+                let warnings = p.validate(&Overrides::new())?;
+                Ok((p, warnings))
+            });
+            match format {
+                DiagFormat::Json => {
+                    let (ok, diags) = match &result {
+                        Ok((_, w)) => (true, w.clone()),
+                        Err(Error::Invalid(d)) => (false, d.clone()),
+                        Err(e) => return Err(Failure::User(format!("error: {e}"))),
+                    };
+                    let text = serde_json::to_string_pretty(&diags).unwrap_or_default();
+                    let _ = writeln!(out, "{text}");
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(Failure::User(String::new()))
+                    }
+                }
+                DiagFormat::Text => {
+                    let (project, warnings) = result?;
+                    write_warnings(err, &warnings);
+                    let n = project.workflows().len();
+                    let _ = writeln!(
+                        out,
+                        "{}: {n} workflow{} valid",
+                        project.files().workflows.display(),
+                        if n == 1 { "" } else { "s" }
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::Plan {
+            workflow,
+            mut variables,
+            mut format,
+            mut var,
+        } => {
+            for (name, value) in take_options(&mut variables, &["format", "var"])? {
+                match name {
+                    "format" => {
+                        format = PlanFormat::from_str(&value, false).map_err(|e| {
+                            Failure::Usage(format!(
+                                "error: invalid value `{value}` for `--format`: {e}"
+                            ))
+                        })?;
+                    }
+                    _ => var.push(value),
+                }
+            }
+            let overrides = overrides(&variables, &var)?;
+            let project = Project::load(&cli.dir)?;
+            let plan = project.plan(&workflow, &overrides)?;
+            write_warnings(err, &plan.warnings);
+            for note in &plan.notes {
+                let _ = writeln!(err, "note: {note}");
+            }
+            let text = match format {
+                PlanFormat::Text => plan.to_string(),
+                PlanFormat::Json => plan.to_json() + "\n",
+                PlanFormat::Dot => plan.to_dot(),
+                PlanFormat::Mermaid => plan.to_mermaid(),
+            };
+            let _ = write!(out, "{text}");
+            Ok(())
+        }
+        Command::Workflows => {
+            let project = Project::load(&cli.dir)?;
+            write_warnings(err, project.warnings());
+            let width = project
+                .workflows()
+                .iter()
+                .map(|w| w.name.len())
+                .max()
+                .unwrap_or(0);
+            for wf in project.workflows() {
+                let deps: Vec<String> = wf
+                    .depends_on
+                    .iter()
+                    .map(dstack_core::Dependency::reference)
+                    .collect();
+                let mut line = format!("{:width$}  {}", wf.name, wf.provider.name());
+                if !deps.is_empty() {
+                    line.push_str(&format!("  after {}", deps.join(", ")));
+                }
+                if let Some(help) = &wf.help {
+                    line.push_str(&format!("  # {help}"));
+                }
+                let _ = writeln!(out, "{}", line.trim_end());
+            }
+            Ok(())
+        }
+    }
+}
