@@ -24,8 +24,10 @@ pub struct Params<'a> {
     pos: Pos,
     entries: &'a [Entry],
     used: Vec<bool>,
-    asked: Vec<&'static str>,
+    pub(crate) asked: Vec<&'static str>,
     diagnostics: Vec<Diagnostic>,
+    /// Required keys reported missing, with the index of that diagnostic.
+    missing: Vec<(String, usize)>,
 }
 
 impl<'a> Params<'a> {
@@ -45,6 +47,7 @@ impl<'a> Params<'a> {
             entries,
             asked: Vec::new(),
             diagnostics: Vec::new(),
+            missing: Vec::new(),
         }
     }
 
@@ -145,6 +148,9 @@ impl<'a> Params<'a> {
     }
 
     fn type_error(&mut self, key: &str, node: &Node, expected: &str) {
+        if node.is_invalid() {
+            return;
+        }
         let message = format!(
             "`{key}` in workflow `{}` must be {expected}, found {}",
             self.workflow,
@@ -153,7 +159,8 @@ impl<'a> Params<'a> {
         self.error(node.pos, Code::Type, message);
     }
 
-    fn missing(&mut self, key: &str, example: &str) {
+    /// Reports that the required `key` is missing; `example` shows a valid value.
+    pub fn report_missing(&mut self, key: &str, example: &str) {
         let message = format!(
             "workflow `{}` is missing `{key}`, which the `{}` provider requires",
             self.workflow, self.provider
@@ -161,10 +168,14 @@ impl<'a> Params<'a> {
         let pos = self.pos;
         self.error(pos, Code::MissingKey, message)
             .help(format!("add it, e.g. `{key}: {example}`"));
+        self.missing.push((key.to_owned(), self.diagnostics.len() - 1));
     }
 
     /// Text of a scalar node (any scalar but null), or a type error.
     fn text_of(&mut self, key: &str, node: &Node) -> Option<String> {
+        if node.is_invalid() {
+            return None;
+        }
         match &node.kind {
             NodeKind::Scalar(s) if s.value != ScalarValue::Null => Some(s.text.clone()),
             _ => {
@@ -185,7 +196,7 @@ impl<'a> Params<'a> {
         match self.raw(key) {
             Some(node) => self.text_of(key, node),
             None => {
-                self.missing(key, example);
+                self.report_missing(key, example);
                 None
             }
         }
@@ -204,6 +215,7 @@ impl<'a> Params<'a> {
                 let mut ok = true;
                 for item in items {
                     match &item.kind {
+                        _ if item.is_invalid() => ok = false,
                         NodeKind::Scalar(s) if s.value != ScalarValue::Null => {
                             out.push(s.text.clone());
                         }
@@ -235,6 +247,9 @@ impl<'a> Params<'a> {
     }
 
     fn integer_of(&mut self, key: &str, node: &Node, min: i64, max: i64) -> Option<i64> {
+        if node.is_invalid() {
+            return None;
+        }
         let Some(scalar) = node.as_scalar() else {
             self.type_error(key, node, "a whole number");
             return None;
@@ -269,6 +284,9 @@ impl<'a> Params<'a> {
     }
 
     fn memory_of(&mut self, key: &str, node: &Node) -> Option<u64> {
+        if node.is_invalid() {
+            return None;
+        }
         let Some(scalar) = node.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
             self.type_error(key, node, "a memory size such as `32GB`");
             return None;
@@ -286,7 +304,7 @@ impl<'a> Params<'a> {
 
     /// A duration such as `30m`, `1h 30m` or a number of seconds.
     pub fn duration(&mut self, key: &'static str) -> Option<std::time::Duration> {
-        let node = self.raw(key)?;
+        let node = self.raw(key).filter(|n| !n.is_invalid())?;
         let Some(scalar) = node.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
             self.type_error(key, node, "a duration such as `30m`");
             return None;
@@ -374,6 +392,7 @@ impl<'a> Params<'a> {
         let mut out: Vec<String> = Vec::with_capacity(items.len());
         for item in items {
             let text = match &item.kind {
+                _ if item.is_invalid() => continue,
                 NodeKind::Scalar(s) if s.value != ScalarValue::Null => s.text.clone(),
                 NodeKind::Map(_) if item.get("path").is_some() => {
                     let Some(path) = item.get("path") else {
@@ -521,7 +540,7 @@ impl<'a> Params<'a> {
             return res;
         };
         let Some(entries) = node.as_map() else {
-            if !node.is_null() {
+            if !node.is_null() && !node.is_invalid() {
                 self.type_error(
                     "resources",
                     node,
@@ -649,35 +668,39 @@ impl<'a> Params<'a> {
 
     /// Reports every key that no accessor asked for, and returns all diagnostics.
     pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
-        let unknown: Vec<(String, Pos)> = self
-            .entries
-            .iter()
-            .zip(&self.used)
-            .filter(|&(_, used)| !used)
-            .map(|(e, _)| (e.key.text.clone(), e.key.pos))
-            .collect();
-        for (key, pos) in unknown {
-            let asked = std::mem::take(&mut self.asked);
-            let hint = did_you_mean(&key, asked.iter().copied());
+        let mut keys: Vec<&str> = self.asked.clone();
+        keys.extend(crate::config::WORKFLOW_KEYS);
+        keys.sort_unstable();
+        keys.dedup();
+        let list = keys.join("`, `");
+        let mut drop = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if self.used[i] {
+                continue;
+            }
+            let key = &entry.key.text;
+            let hint = did_you_mean(key, self.asked.iter().copied());
+            // `scirpt` for a missing `script` is one mistake: report it once, as the typo.
+            if let Some((_, index)) = self.missing.iter().find(|(m, _)| Some(m.as_str()) == hint) {
+                drop.push(*index);
+            }
             let message = format!(
                 "unknown key `{key}` in workflow `{}` (provider `{}`)",
                 self.workflow, self.provider
             );
-            let list = {
-                let mut keys: Vec<&str> = asked.clone();
-                keys.extend(crate::config::WORKFLOW_KEYS);
-                keys.sort_unstable();
-                keys.dedup();
-                keys.join("`, `")
-            };
-            let d = self.error(pos, Code::UnknownKey, message);
+            let d = self.push(Severity::Error, entry.key.pos, Code::UnknownKey, message);
             d.suggest(hint);
             if hint.is_none() {
                 d.help(format!("the keys of this workflow are `{list}`"));
             }
-            self.asked = asked;
         }
-        self.diagnostics
+        let mut out = Vec::with_capacity(self.diagnostics.len());
+        for (i, d) in self.diagnostics.into_iter().enumerate() {
+            if !drop.contains(&i) {
+                out.push(d);
+            }
+        }
+        out
     }
 }
 

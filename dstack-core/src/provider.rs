@@ -152,14 +152,7 @@ impl Provider for Python {
                 }
             },
             None => {
-                let message = format!(
-                    "workflow `{}` is missing `script`, which the `python` provider requires",
-                    params.workflow()
-                );
-                let pos = params.pos();
-                params
-                    .error(pos, Code::MissingKey, message)
-                    .help("add it, e.g. `script: train.py`");
+                params.report_missing("script", "train.py");
                 None
             }
         };
@@ -202,7 +195,7 @@ impl Provider for Python {
 }
 
 fn python_version(params: &mut Params<'_>) -> String {
-    let Some(node) = params.raw_or_deprecated("python", "version") else {
+    let Some(node) = params.raw_or_deprecated("python", "version").filter(|n| !n.is_invalid()) else {
         return DEFAULT_PYTHON.to_owned();
     };
     // The text as written: `python: 3.10` is the float 3.1 to YAML, but "3.10" to the user.
@@ -246,7 +239,7 @@ impl Provider for Curl {
     fn jobs(&self, params: &mut Params<'_>) -> Vec<JobSpec> {
         let url_node = params.raw("url");
         let url = params.required_string("url", "https://example.com/data.csv");
-        if let (Some(u), Some(node)) = (&url, url_node) {
+        if let (Some(u), Some(node)) = (&url, url_node.filter(|n| !n.is_invalid())) {
             let scheme_ok = u.starts_with("http://") || u.starts_with("https://");
             let host_ok = u
                 .split_once("://")

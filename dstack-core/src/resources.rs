@@ -134,7 +134,7 @@ pub fn format_bytes(bytes: u64) -> String {
         (1_000, "KB"),
     ];
     for (size, unit) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }

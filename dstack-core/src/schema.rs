@@ -48,6 +48,34 @@ impl JsonSchema for Memory {
     }
 }
 
+/// An integer of at least 1 (a CPU count).
+#[derive(Debug)]
+pub struct Positive;
+
+impl JsonSchema for Positive {
+    fn schema_name() -> Cow<'static, str> {
+        "Positive".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 1})
+    }
+}
+
+/// How many times to retry: 0 to 100.
+#[derive(Debug)]
+pub struct Retries;
+
+impl JsonSchema for Retries {
+    fn schema_name() -> Cow<'static, str> {
+        "Retries".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 0, "maximum": 100})
+    }
+}
+
 /// A path relative to the working directory.
 type RelPath = String;
 
@@ -91,8 +119,7 @@ pub struct Common {
     /// Stop the job after this long: seconds, or a duration such as `30m` or `1h 30m`.
     pub timeout: Option<Templated<Duration>>,
     /// How many times to retry a failed job.
-    #[schemars(range(min = 0, max = 100))]
-    pub retries: Option<Templated<u32>>,
+    pub retries: Option<Templated<Retries>>,
 }
 
 /// Seconds, or a duration such as `90s`, `30m`, `1h 30m`.
@@ -275,8 +302,7 @@ pub enum Artifact {
 #[schemars(extend("patternProperties" = {"^.+/gpu$": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": EXPRESSION_PATTERN}]}}))]
 pub struct Resources {
     /// CPUs.
-    #[schemars(range(min = 1))]
-    pub cpu: Option<Templated<u32>>,
+    pub cpu: Option<Templated<Positive>>,
     /// Memory.
     pub memory: Option<Templated<Memory>>,
     /// GPUs: a count, or `{count, name, memory}`.
@@ -316,4 +342,50 @@ pub struct GpuSpec {
 pub fn workflows_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(WorkflowsFile);
     schema.to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::workflows_schema;
+    use crate::params::Params;
+    use crate::provider::ProviderRegistry;
+    use crate::yaml::Pos;
+
+    /// Every key a built-in provider reads is in the schema of its workflows, and nothing else.
+    #[test]
+    fn schema_lists_exactly_the_keys_providers_read() {
+        let schema = workflows_schema();
+        let registry = ProviderRegistry::default();
+        for (provider, def) in [
+            ("docker", "DockerWorkflow"),
+            ("python", "PythonWorkflow"),
+            ("curl", "CurlWorkflow"),
+        ] {
+            let path: Arc<Path> = Path::new("w.yaml").into();
+            let mut params = Params::new("w", provider, path, Pos::NONE, &[]);
+            let _ = params.duration("timeout");
+            let _ = params.integer("retries", 0, 100);
+            registry.get(provider).expect("built-in").jobs(&mut params);
+            let mut read: Vec<&str> = params.asked.clone();
+            read.extend(["name", "provider", "depends-on", "help"]);
+            // Deprecated spellings are read through `raw_or_deprecated`, which asks for the new key.
+            if provider == "python" {
+                read.extend(["python_script", "version"]);
+            }
+            read.sort_unstable();
+            read.dedup();
+            let props = &schema["$defs"][def]["properties"];
+            let mut listed: Vec<&str> = props
+                .as_object()
+                .expect("properties")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            listed.sort_unstable();
+            assert_eq!(read, listed, "provider `{provider}`");
+        }
+    }
 }

@@ -476,7 +476,7 @@ fn substitute_scalar(
                 pos: node.pos,
                 kind: value.kind.clone(),
             },
-            None => node.clone(),
+            None => poisoned(node, s),
         };
     }
     let mut out = String::with_capacity(text.len());
@@ -493,7 +493,7 @@ fn substitute_scalar(
                 format!("unterminated `${{{{` in workflow `{workflow}`"),
             )
             .help("close the expression with `}}`, as in `${{ name }}`");
-            return node.clone();
+            return poisoned(node, s);
         };
         let inner = &text[after..after + len];
         match lookup(inner, vars, workflow, at(start), sink) {
@@ -519,12 +519,24 @@ fn substitute_scalar(
         rest = after + len + CLOSE.len();
     }
     if !ok {
-        return node.clone();
+        return poisoned(node, s);
     }
     out.push_str(&text[rest..]);
     Node {
         pos: node.pos,
         kind: NodeKind::Scalar(Scalar::string(out)),
+    }
+}
+
+/// A copy of `node` marked as already reported, so that later checks stay silent about it.
+fn poisoned(node: &Node, s: &Scalar) -> Node {
+    Node {
+        pos: node.pos,
+        kind: NodeKind::Scalar(Scalar {
+            text: s.text.clone(),
+            style: s.style,
+            value: ScalarValue::Invalid,
+        }),
     }
 }
 

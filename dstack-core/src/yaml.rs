@@ -86,6 +86,9 @@ pub enum ScalarValue {
     Float(f64),
     /// Anything else.
     Str,
+    /// A value whose `${{ }}` substitution failed. The failure is already reported, so checks
+    /// of this value stay silent instead of reporting the same problem twice.
+    Invalid,
 }
 
 /// A scalar: its text exactly as the user wrote it (after YAML unquoting) and its resolved type.
@@ -127,7 +130,7 @@ impl Scalar {
             ScalarValue::Bool(_) => "a boolean",
             ScalarValue::Int(_) => "an integer",
             ScalarValue::Float(_) => "a number",
-            ScalarValue::Str => "a string",
+            ScalarValue::Str | ScalarValue::Invalid => "a string",
         }
     }
 }
@@ -198,6 +201,12 @@ impl Node {
         }
     }
 
+    /// Whether the node's substitution failed (and was reported).
+    #[must_use]
+    pub fn is_invalid(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar(s) if s.value == ScalarValue::Invalid)
+    }
+
     /// Whether the node is a null scalar.
     #[must_use]
     pub fn is_null(&self) -> bool {
@@ -234,7 +243,7 @@ impl Node {
                 ScalarValue::Int(i) => J::from(i),
                 ScalarValue::Float(f) => serde_json::Number::from_f64(f)
                     .map_or_else(|| J::String(s.text.clone()), J::Number),
-                ScalarValue::Str => J::String(s.text.clone()),
+                ScalarValue::Str | ScalarValue::Invalid => J::String(s.text.clone()),
             },
             NodeKind::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => J::Object(
@@ -361,6 +370,26 @@ enum Frame {
         merges: Vec<Node>,
         size: usize,
     },
+}
+
+/// Parses one YAML document into a [`Node`], for callers outside the loader (tools, tests).
+///
+/// `path` only names the file in diagnostics. Returns `Ok(None)` for an empty document.
+///
+/// # Errors
+/// Every problem found, located (syntax, duplicate keys, exceeded [`Limits`]).
+pub fn parse_str(
+    text: &str,
+    path: &std::path::Path,
+) -> Result<Option<Node>, crate::diag::Diagnostics> {
+    let path: std::sync::Arc<std::path::Path> = path.into();
+    let mut out = Vec::new();
+    let node = parse(text, Limits::default(), &mut Sink::new(&path, &mut out));
+    if out.is_empty() {
+        Ok(node)
+    } else {
+        Err(crate::diag::Diagnostics(out))
+    }
 }
 
 /// Parses one YAML document into a [`Node`].

@@ -1,0 +1,3 @@
+__version__: str
+
+def plan_json(path: str, workflow: str, variables: dict[str, object] | None = None) -> str: ...
