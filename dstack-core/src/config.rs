@@ -154,18 +154,27 @@ impl Sources {
     pub fn read(root: &Path) -> Result<Sources, Error> {
         let dir = root.join(DSTACK_DIR);
         let read = |name: &str| -> Result<Option<String>, Error> {
+            use std::io::Read as _;
             let path = dir.join(name);
-            match std::fs::read(&path) {
-                Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| Error::Io {
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the file is not valid UTF-8",
-                    ),
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(Error::Io { path, source }),
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(Error::Io { path, source }),
+            };
+            // Read at most one byte more than the parser accepts: a huge file costs bounded
+            // memory and is refused by the parser as too large.
+            let limit = Limits::default().max_bytes as u64 + 1;
+            let mut bytes = Vec::new();
+            file.take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|source| Error::Io { path: path.clone(), source })?;
+            if bytes.len() as u64 == limit {
+                return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
             }
+            String::from_utf8(bytes).map(Some).map_err(|_| Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not valid UTF-8"),
+            })
         };
         Ok(Sources {
             workflows: read("workflows.yaml")?,

@@ -3,18 +3,19 @@
 //! Thin by design: it parses arguments, calls `dstack-core`, and renders results and errors.
 //! Exit codes: 0 success, 1 a problem in the user's files or workflows, 2 a usage error.
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use dstack_core::{Diagnostics, Error, Overrides, Project};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "dstack",
     version,
-    about = "Declarative ML workflows: validate, plan and run `.dstack/workflows.yaml`",
+    about = "Declarative ML workflows: validate and plan `.dstack/workflows.yaml`",
     propagate_version = true
 )]
 struct Cli {
@@ -86,7 +87,18 @@ impl From<Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        if let Some(list) = workflows_help(&args) {
+            command = command.mut_subcommand("plan", |c| c.after_help(list));
+        }
+    }
+    let matches = command.get_matches_from(args);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     let result = run(cli, &mut out, &mut err);
@@ -146,6 +158,23 @@ fn overrides(words: &[String], vars: &[String]) -> Result<Overrides, Failure> {
         overrides.set_text(name, value);
     }
     Ok(overrides)
+}
+
+/// The project's workflows and their `help` lines, for `dstack plan --help`.
+fn workflows_help(args: &[OsString]) -> Option<String> {
+    let dir = args
+        .iter()
+        .position(|a| a == "-C")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let project = Project::load(&dir).ok()?;
+    let width = project.workflows().iter().map(|w| w.name.len()).max()?;
+    let mut text = format!("Workflows of {}:\n", project.files().workflows.display());
+    for wf in project.workflows() {
+        let help = wf.help.as_deref().unwrap_or("");
+        text.push_str(&format!("  {:width$}  {help}\n", wf.name));
+    }
+    Some(text)
 }
 
 fn write_warnings(err: &mut dyn std::io::Write, warnings: &Diagnostics) {
