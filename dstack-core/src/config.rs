@@ -167,13 +167,19 @@ impl Sources {
             let mut bytes = Vec::new();
             file.take(limit)
                 .read_to_end(&mut bytes)
-                .map_err(|source| Error::Io { path: path.clone(), source })?;
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             if bytes.len() as u64 == limit {
                 return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
             }
             String::from_utf8(bytes).map(Some).map_err(|_| Error::Io {
                 path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not valid UTF-8"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the file is not valid UTF-8",
+                ),
             })
         };
         Ok(Sources {
@@ -195,6 +201,8 @@ pub struct Project {
     pub(crate) custom: Vec<CustomProvider>,
     pub(crate) registry: ProviderRegistry,
     pub(crate) warnings: Diagnostics,
+    /// The text of `workflows.yaml`, to locate expressions inside quoted and block scalars.
+    pub(crate) workflows_source: Option<Arc<str>>,
 }
 
 impl Project {
@@ -283,17 +291,27 @@ impl Project {
             custom,
             registry,
             warnings: Diagnostics::default(),
+            workflows_source: sources.workflows.as_deref().map(Arc::from),
         };
         project.index_workflows(workflows, &mut diags);
         project.check_providers(&mut diags);
         project.check_dependencies(&mut diags);
         project.check_variable_sections(&mut diags);
 
-        let mut diags = Diagnostics(diags);
-        diags.sort();
-        if diags.has_errors() {
+        if diags.iter().any(Diagnostic::is_error) {
+            // Report the problems of the workflows' parameters too, not only the first layer.
+            project.check_parameters(&mut diags);
+            let mut diags = Diagnostics(diags);
+            diags.sort();
             return Err(Error::Invalid(diags));
         }
+        if project.workflows.is_empty() && sources.workflows.is_some() {
+            let mut sink = Sink::new(&project.files.workflows, &mut diags);
+            sink.warning(Pos::new(1, 1), Code::Unused, "no workflows are defined")
+                .help("add workflows to the `workflows:` list");
+        }
+        let mut diags = Diagnostics(diags);
+        diags.sort();
         project.warnings = diags;
         Ok(project)
     }
@@ -397,10 +415,7 @@ impl Project {
         for (i, wf) in self.workflows.iter().enumerate() {
             graph.add_node(i);
             for dep in &wf.depends_on {
-                if dep.tag.is_some() {
-                    continue;
-                }
-                if dep.workflow == wf.name {
+                if dep.workflow == wf.name && dep.tag.is_none() {
                     sink.error(
                         dep.pos,
                         Code::SelfDependency,
@@ -410,6 +425,7 @@ impl Project {
                     continue;
                 }
                 match self.index.get(&dep.workflow) {
+                    Some(_) if dep.tag.is_some() => {}
                     Some(&j) => {
                         graph.add_edge(i, j, ());
                     }
@@ -637,7 +653,12 @@ fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
         match e.key.text.as_str() {
             "name" => {}
             "provider" => {
-                provider_pos = e.value.pos;
+                // The name itself for `provider: NAME`; the key for `provider: {repo, name}`.
+                provider_pos = if e.value.as_scalar().is_some() {
+                    e.value.pos
+                } else {
+                    e.key.pos
+                };
                 provider = parse_provider_ref(&e.value, shown, sink);
             }
             "depends-on" | "depends_on" => {

@@ -28,6 +28,8 @@ pub struct Params<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Required keys reported missing, with the index of that diagnostic.
     missing: Vec<(String, usize)>,
+    /// Where substituted values came from, by the position they were put at.
+    pub(crate) origins: Vec<(Pos, String)>,
 }
 
 impl<'a> Params<'a> {
@@ -48,6 +50,7 @@ impl<'a> Params<'a> {
             asked: Vec::new(),
             diagnostics: Vec::new(),
             missing: Vec::new(),
+            origins: Vec::new(),
         }
     }
 
@@ -126,6 +129,16 @@ impl<'a> Params<'a> {
         code: Code,
         message: String,
     ) -> &mut Diagnostic {
+        // A bad value that a variable put there: say where the variable's value comes from.
+        let help = match code {
+            Code::Type | Code::InvalidValue | Code::InvalidPath => self
+                .origins
+                .iter()
+                .filter(|(at, _)| *at == pos)
+                .map(|(_, origin)| origin.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         self.diagnostics.push(Diagnostic {
             severity,
             code,
@@ -135,7 +148,7 @@ impl<'a> Params<'a> {
                 line: pos.line,
                 column: pos.column,
             }),
-            help: Vec::new(),
+            help,
         });
         let last = self.diagnostics.len() - 1;
         &mut self.diagnostics[last]
@@ -168,7 +181,8 @@ impl<'a> Params<'a> {
         let pos = self.pos;
         self.error(pos, Code::MissingKey, message)
             .help(format!("add it, e.g. `{key}: {example}`"));
-        self.missing.push((key.to_owned(), self.diagnostics.len() - 1));
+        self.missing
+            .push((key.to_owned(), self.diagnostics.len() - 1));
     }
 
     /// Text of a scalar node (any scalar but null), or a type error.
@@ -268,7 +282,7 @@ impl<'a> Params<'a> {
             return None;
         };
         if value < min || value > max {
-            let range = if max == i64::MAX {
+            let range = if max >= i64::from(u32::MAX) {
                 format!("at least {min}")
             } else {
                 format!("between {min} and {max}")

@@ -16,7 +16,7 @@ use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
 use crate::error::Error;
 use crate::params::Params;
 use crate::resources::{Resources, format_bytes};
-use crate::variables::{Overrides, ResolvedOverrides, env_name, substitute_entries};
+use crate::variables::{Overrides, ResolvedOverrides, Substitution, env_name};
 use crate::yaml::{Node, NodeKind, ScalarValue};
 
 /// A file to download (the `curl` provider's job).
@@ -116,6 +116,7 @@ impl Project {
             jobs_of.insert(i, made.iter().map(|j| j.id.clone()).collect());
             jobs.extend(made);
         }
+        diags.extend(self.warnings.0.iter().cloned());
         let mut diags = Diagnostics(diags);
         diags.sort();
         if diags.has_errors() {
@@ -141,16 +142,26 @@ impl Project {
             .resolve(&self.variables)
             .map_err(|d| Error::Invalid(Diagnostics(d)))?;
         let mut diags = self.warnings.0.clone();
-        let none = HashMap::new();
-        for i in 0..self.workflows.len() {
-            self.materialise(i, &resolved, &none, false, &mut diags);
-        }
+        self.check_all(&resolved, &mut diags);
         let mut diags = Diagnostics(diags);
         diags.sort();
         if diags.has_errors() {
             Err(Error::Invalid(diags))
         } else {
             Ok(diags)
+        }
+    }
+
+    /// Checks the parameters of every workflow with the default variables (for `load`, which
+    /// reports them beside structural problems).
+    pub(crate) fn check_parameters(&self, diags: &mut Vec<Diagnostic>) {
+        self.check_all(&ResolvedOverrides::default(), diags);
+    }
+
+    fn check_all(&self, resolved: &ResolvedOverrides, diags: &mut Vec<Diagnostic>) {
+        let none = HashMap::new();
+        for i in 0..self.workflows.len() {
+            self.materialise(i, resolved, &none, false, diags);
         }
     }
 
@@ -198,10 +209,14 @@ impl Project {
     ) -> Vec<JobSpec> {
         let wf = &self.workflows[i];
         let vars = self.variables.visible(&wf.name, resolved);
-        let params = {
-            let mut sink = Sink::new(&self.files.workflows, diags);
-            substitute_entries(&wf.params, &vars, &wf.name, &mut sink)
+        let mut substitution = Substitution {
+            vars: &vars,
+            workflow: &wf.name,
+            source: self.workflows_source.as_deref(),
+            variables_path: &self.files.variables,
+            origins: Vec::new(),
         };
+        let params = substitution.entries(&wf.params, &mut Sink::new(&self.files.workflows, diags));
         let provider_name = wf.provider.name();
         let mut reader = Params::new(
             &wf.name,
@@ -210,6 +225,7 @@ impl Project {
             wf.pos,
             &params,
         );
+        reader.origins = substitution.origins;
         let timeout = reader.duration("timeout");
         let retries = reader
             .integer("retries", 0, 100)
@@ -220,18 +236,32 @@ impl Project {
         };
         let mut jobs = match provider {
             Some(p) => p.jobs(&mut reader),
+            None if matches!(&wf.provider, ProviderRef::Named(n) if !self.custom.iter().any(|c| &c.name == n)) =>
+            {
+                // An unknown provider, already reported by `load`: its keys cannot be checked.
+                for e in &params {
+                    reader.raw_any(&e.key.text);
+                }
+                Vec::new()
+            }
             None => {
                 let origin = match &wf.provider {
                     ProviderRef::Named(_) => "`.dstack/providers.yaml`".to_owned(),
                     ProviderRef::Repo { repo, .. } => format!("repository `{repo}`"),
                 };
-                if planning {
-                    let message = format!(
-                        "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
-                        wf.name
-                    );
+                let message = format!(
+                    "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
+                    wf.name
+                );
+                let d = if planning {
                     reader.error(wf.provider_pos, Code::Provider, message)
-                        .help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
+                } else {
+                    reader.warning(wf.provider_pos, Code::Provider, message)
+                };
+                if self.registry.get(provider_name).is_some() {
+                    d.help(format!("the built-in provider `{provider_name}` needs no repository: write `provider: {provider_name}`"));
+                } else {
+                    d.help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
                 }
                 // Its parameters belong to the provider program: do not report them as unknown.
                 for e in &params {
@@ -497,14 +527,23 @@ impl fmt::Display for Plan {
                     writeln!(f, "    workdir:   {}", job.working_dir)?;
                 }
                 for c in &job.commands {
-                    writeln!(f, "    $ {c}")?;
+                    // Continuation lines of a multi-line command are marked, so a value can
+                    // never pass for another field of the plan.
+                    let mut lines = c.lines();
+                    writeln!(f, "    $ {}", lines.next().unwrap_or_default())?;
+                    for line in lines {
+                        writeln!(f, "    > {line}")?;
+                    }
                 }
                 if let Some(d) = &job.download {
                     writeln!(f, "    download:  {} -> {}", d.url, d.output)?;
                 }
                 if !job.env.is_empty() {
-                    let env: Vec<String> =
-                        job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let env: Vec<String> = job
+                        .env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", shown(v)))
+                        .collect();
                     writeln!(f, "    env:       {}", env.join(" "))?;
                 }
                 if !job.artifacts.is_empty() {
@@ -534,19 +573,40 @@ impl fmt::Display for Plan {
     }
 }
 
+/// A value on one line: quoted and escaped when it holds spaces or control characters.
+fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || c == '"')
+    {
+        format!("{value:?}").into()
+    } else {
+        value.into()
+    }
+}
+
+fn plural(n: u32, one: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
 fn describe_resources(r: &Resources) -> String {
     let mut parts = Vec::new();
     if let Some(cpu) = r.cpu {
-        parts.push(format!("{cpu} CPU"));
+        parts.push(plural(cpu, "CPU"));
     }
     if let Some(m) = r.memory_bytes {
         parts.push(format!("{} memory", format_bytes(m)));
     }
     if let Some(g) = &r.gpu {
-        let mut s = format!("{} GPU", g.count);
-        if let Some(name) = &g.name {
-            s = format!("{} {name} GPU", g.count);
-        }
+        let mut s = match &g.name {
+            Some(name) => plural(g.count, &format!("{name} GPU")),
+            None => plural(g.count, "GPU"),
+        };
         if let Some(m) = g.memory_bytes {
             let _ = write!(s, " with {}", format_bytes(m));
         }

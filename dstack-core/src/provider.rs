@@ -195,7 +195,10 @@ impl Provider for Python {
 }
 
 fn python_version(params: &mut Params<'_>) -> String {
-    let Some(node) = params.raw_or_deprecated("python", "version").filter(|n| !n.is_invalid()) else {
+    let Some(node) = params
+        .raw_or_deprecated("python", "version")
+        .filter(|n| !n.is_invalid())
+    else {
         return DEFAULT_PYTHON.to_owned();
     };
     // The text as written: `python: 3.10` is the float 3.1 to YAML, but "3.10" to the user.

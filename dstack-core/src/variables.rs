@@ -396,136 +396,286 @@ fn match_variable<'a>(given: &str, names: &[&'a str]) -> Match<'a> {
     }
 }
 
-/// Replaces `${{ name }}` in every string of `node` with the variables in `vars`.
+/// `${{ name }}` substitution for one workflow.
 ///
-/// `workflow` names the workflow in messages. Problems are reported to `sink`; the returned
-/// node keeps the original text where a substitution failed.
-pub(crate) fn substitute(
-    node: &Node,
-    vars: &IndexMap<String, Node>,
-    workflow: &str,
-    sink: &mut Sink<'_>,
-) -> Node {
-    match &node.kind {
-        NodeKind::Scalar(s) => substitute_scalar(node, s, vars, workflow, sink),
-        NodeKind::Seq(items) => Node {
-            pos: node.pos,
-            kind: NodeKind::Seq(
-                items
-                    .iter()
-                    .map(|n| substitute(n, vars, workflow, sink))
-                    .collect(),
-            ),
-        },
-        NodeKind::Map(entries) => Node {
-            pos: node.pos,
-            kind: NodeKind::Map(substitute_entries(entries, vars, workflow, sink)),
-        },
-    }
-}
-
-/// [`substitute`] for the entries of a mapping (keys are never substituted).
-pub(crate) fn substitute_entries(
-    entries: &[Entry],
-    vars: &IndexMap<String, Node>,
-    workflow: &str,
-    sink: &mut Sink<'_>,
-) -> Vec<Entry> {
-    entries
-        .iter()
-        .map(|e| Entry {
-            key: e.key.clone(),
-            value: substitute(&e.value, vars, workflow, sink),
-        })
-        .collect()
+/// Problems are reported to the sink; a scalar whose substitution failed is marked
+/// [`ScalarValue::Invalid`], so later checks do not report it a second time. Every value put
+/// in is remembered with where it came from ([`Substitution::origins`]), so a later type error
+/// can say "`two` comes from `--tgpu` on the command line".
+pub(crate) struct Substitution<'a> {
+    /// The variables the workflow sees.
+    pub vars: &'a IndexMap<String, Node>,
+    /// The workflow's name, for messages.
+    pub workflow: &'a str,
+    /// The text of the file being substituted, to locate expressions inside quoted and block
+    /// scalars, whose text differs from the source.
+    pub source: Option<&'a str>,
+    /// The file that defines variables with a position (`variables.yaml`).
+    pub variables_path: &'a std::path::Path,
+    /// `(position of the substituted value, where its variable's value comes from)`.
+    pub origins: Vec<(Pos, String)>,
 }
 
 const OPEN: &str = "${{";
 const CLOSE: &str = "}}";
 
-fn substitute_scalar(
-    node: &Node,
-    s: &Scalar,
-    vars: &IndexMap<String, Node>,
-    workflow: &str,
-    sink: &mut Sink<'_>,
-) -> Node {
-    if s.value != ScalarValue::Str || !s.text.contains(OPEN) {
-        return node.clone();
+impl Substitution<'_> {
+    /// Substitutes the values of a mapping's entries (keys are never substituted).
+    pub(crate) fn entries(&mut self, entries: &[Entry], sink: &mut Sink<'_>) -> Vec<Entry> {
+        entries
+            .iter()
+            .map(|e| Entry {
+                key: e.key.clone(),
+                value: self.node(&e.value, sink),
+            })
+            .collect()
     }
-    // The column of a character of the text, when the text maps onto one source line.
-    let at = |offset: usize| -> Pos {
-        match s.style {
-            _ if s.text.contains('\n') => node.pos,
-            Style::Plain => node.pos.shifted(s.text[..offset].chars().count()),
-            Style::Quoted => node.pos.shifted(1 + s.text[..offset].chars().count()),
-            Style::Block => node.pos,
-        }
-    };
-    let text = s.text.as_str();
-    // A scalar that is exactly one expression takes the variable's value and type.
-    let trimmed = text.trim();
-    if trimmed.starts_with(OPEN)
-        && trimmed.ends_with(CLOSE)
-        && trimmed[OPEN.len()..].find(CLOSE) == Some(trimmed.len() - OPEN.len() - CLOSE.len())
-    {
-        let start = text.find(OPEN).unwrap_or(0);
-        let inner = &trimmed[OPEN.len()..trimmed.len() - CLOSE.len()];
-        return match lookup(inner, vars, workflow, at(start), sink) {
-            Some(value) => Node {
+
+    /// Substitutes every string of `node`.
+    pub(crate) fn node(&mut self, node: &Node, sink: &mut Sink<'_>) -> Node {
+        match &node.kind {
+            NodeKind::Scalar(s) => self.scalar(node, s, sink),
+            NodeKind::Seq(items) => Node {
                 pos: node.pos,
-                kind: value.kind.clone(),
+                kind: NodeKind::Seq(items.iter().map(|n| self.node(n, sink)).collect()),
             },
-            None => poisoned(node, s),
-        };
+            NodeKind::Map(entries) => Node {
+                pos: node.pos,
+                kind: NodeKind::Map(self.entries(entries, sink)),
+            },
+        }
     }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
-    let mut ok = true;
-    while let Some(found) = text[rest..].find(OPEN) {
-        let start = rest + found;
-        out.push_str(&text[rest..start]);
-        let after = start + OPEN.len();
-        let Some(len) = text[after..].find(CLOSE) else {
-            sink.error(
-                at(start),
-                Code::Expression,
-                format!("unterminated `${{{{` in workflow `{workflow}`"),
-            )
-            .help("close the expression with `}}`, as in `${{ name }}`");
-            return poisoned(node, s);
+
+    fn origin(&mut self, pos: Pos, name: &str, value: &Node) {
+        let shown = match &value.kind {
+            NodeKind::Scalar(s) => format!("`{}`", s.text),
+            _ => value.type_name().to_owned(),
         };
-        let inner = &text[after..after + len];
-        match lookup(inner, vars, workflow, at(start), sink) {
-            Some(value) => match &value.kind {
-                NodeKind::Scalar(v) if v.value == ScalarValue::Null => {}
-                NodeKind::Scalar(v) => out.push_str(&v.text),
-                _ => {
-                    sink.error(
-                        at(start),
-                        Code::Type,
-                        format!(
-                            "variable `{}` is {} and cannot be put inside a string",
-                            inner.trim(),
-                            value.type_name()
-                        ),
-                    )
-                    .help("use the variable as the whole value, or make it a string");
+        let from = if value.pos.is_known() {
+            format!(
+                "set at {}:{}:{}",
+                self.variables_path.display(),
+                value.pos.line,
+                value.pos.column
+            )
+        } else {
+            format!("given as `--{name}` on the command line or through the API")
+        };
+        self.origins.push((
+            pos,
+            format!("{shown} is the value of variable `{name}`, {from}"),
+        ));
+    }
+
+    /// Where the expression starting at byte `offset` of the scalar's text is in the file.
+    fn locate(&self, node: &Node, s: &Scalar, offset: usize) -> Pos {
+        let nth = s.text[..offset].matches(OPEN).count();
+        if let Some(pos) = self
+            .source
+            .and_then(|src| find_in_source(src, node.pos, nth))
+        {
+            return pos;
+        }
+        match s.style {
+            Style::Plain if !s.text.contains('\n') => {
+                node.pos.shifted(s.text[..offset].chars().count())
+            }
+            _ => node.pos,
+        }
+    }
+
+    fn scalar(&mut self, node: &Node, s: &Scalar, sink: &mut Sink<'_>) -> Node {
+        if s.value != ScalarValue::Str || !s.text.contains(OPEN) {
+            return node.clone();
+        }
+        let text = s.text.as_str();
+        // A scalar that is exactly one expression (nothing around it, not even spaces) takes
+        // the variable's value and type.
+        if text.starts_with(OPEN)
+            && text.ends_with(CLOSE)
+            && text[OPEN.len()..].find(CLOSE) == Some(text.len() - OPEN.len() - CLOSE.len())
+        {
+            let start = 0;
+            let inner = &text[OPEN.len()..text.len() - CLOSE.len()];
+            return match self.lookup(inner) {
+                Ok((name, value)) => {
+                    let value = value.clone();
+                    self.origin(node.pos, &name, &value);
+                    relocated(&value, node.pos)
+                }
+                Err(problem) => {
+                    let pos = self.locate(node, s, start);
+                    problem.report(pos, self.workflow, sink);
+                    poisoned(node, s)
+                }
+            };
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = 0;
+        let mut ok = true;
+        while let Some(found) = text[rest..].find(OPEN) {
+            let start = rest + found;
+            out.push_str(&text[rest..start]);
+            let after = start + OPEN.len();
+            let Some(len) = text[after..].find(CLOSE) else {
+                let pos = self.locate(node, s, start);
+                sink.error(
+                    pos,
+                    Code::Expression,
+                    format!("unterminated `${{{{` in workflow `{}`", self.workflow),
+                )
+                .help("close the expression with `}}`, as in `${{ name }}`");
+                return poisoned(node, s);
+            };
+            let inner = &text[after..after + len];
+            match self.lookup(inner) {
+                Ok((name, value)) => match &value.kind {
+                    NodeKind::Scalar(v) => {
+                        if v.value != ScalarValue::Null {
+                            out.push_str(&v.text);
+                        }
+                        let value = value.clone();
+                        self.origin(node.pos, &name, &value);
+                    }
+                    _ => {
+                        let pos = self.locate(node, s, start);
+                        sink.error(
+                            pos,
+                            Code::Type,
+                            format!(
+                                "variable `{name}` is {} and cannot be put inside a string",
+                                value.type_name()
+                            ),
+                        )
+                        .help("use the variable as the whole value, or make it a string");
+                        ok = false;
+                    }
+                },
+                Err(problem) => {
+                    let pos = self.locate(node, s, start);
+                    problem.report(pos, self.workflow, sink);
                     ok = false;
                 }
-            },
-            None => ok = false,
+            }
+            rest = after + len + CLOSE.len();
         }
-        rest = after + len + CLOSE.len();
+        if !ok {
+            return poisoned(node, s);
+        }
+        out.push_str(&text[rest..]);
+        Node {
+            pos: node.pos,
+            kind: NodeKind::Scalar(Scalar::string(out)),
+        }
     }
-    if !ok {
-        return poisoned(node, s);
+
+    fn lookup(&self, inner: &str) -> Result<(String, &Node), Lookup> {
+        let name = inner.trim();
+        if name.is_empty() {
+            return Err(Lookup::Empty);
+        }
+        let name = name.strip_prefix("variables.").unwrap_or(name);
+        if !valid_variable_name(name) {
+            return Err(Lookup::NotAName(name.to_owned()));
+        }
+        match self.vars.get(name) {
+            Some(v) => Ok((name.to_owned(), v)),
+            None => Err(Lookup::Unknown {
+                name: name.to_owned(),
+                hint: did_you_mean(name, self.vars.keys().map(String::as_str)).map(str::to_owned),
+            }),
+        }
     }
-    out.push_str(&text[rest..]);
-    Node {
-        pos: node.pos,
-        kind: NodeKind::Scalar(Scalar::string(out)),
+}
+
+/// Why an expression could not be resolved.
+enum Lookup {
+    Empty,
+    NotAName(String),
+    Unknown { name: String, hint: Option<String> },
+}
+
+impl Lookup {
+    fn report(self, pos: Pos, workflow: &str, sink: &mut Sink<'_>) {
+        match self {
+            Lookup::Empty => {
+                sink.error(pos, Code::Expression, "empty `${{ }}` expression")
+                    .help("put a variable's name inside, as in `${{ epochs }}`");
+            }
+            Lookup::NotAName(name) => {
+                sink.error(
+                    pos,
+                    Code::Expression,
+                    format!("`${{{{ {name} }}}}` is not a variable name; only `${{{{ name }}}}` is supported"),
+                );
+            }
+            Lookup::Unknown { name, hint } => {
+                let d = sink.error(
+                    pos,
+                    Code::UndefinedVariable,
+                    format!("unknown variable `{name}` in workflow `{workflow}`"),
+                );
+                d.suggest(hint.as_deref());
+                d.help(format!(
+                    "define it in `.dstack/variables.yaml` under `{workflow}:` (or `global:`), or pass `--{name} VALUE`"
+                ));
+            }
+        }
     }
+}
+
+/// The position of the `nth` (0-based) `${{` at or after `from` in `source`.
+fn find_in_source(source: &str, from: Pos, nth: usize) -> Option<Pos> {
+    if !from.is_known() {
+        return None;
+    }
+    let mut line_start = 0;
+    for _ in 1..from.line {
+        line_start += source[line_start..].find('\n')? + 1;
+    }
+    let column_offset: usize = source[line_start..]
+        .chars()
+        .take(from.column.saturating_sub(1) as usize)
+        .map(char::len_utf8)
+        .sum();
+    let start = line_start + column_offset;
+    let mut at = start;
+    for _ in 0..nth {
+        at += source[at..].find(OPEN)? + OPEN.len();
+    }
+    let found = at + source[at..].find(OPEN)?;
+    let before = &source[..found];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    Some(Pos::new(
+        u32::try_from(line).ok()?,
+        u32::try_from(column).ok()?,
+    ))
+}
+
+/// `value` with every node placed at `pos` (a variable's list or mapping put into a workflow:
+/// its problems are reported where the variable is used).
+fn relocated(value: &Node, pos: Pos) -> Node {
+    let kind = match &value.kind {
+        NodeKind::Scalar(s) => NodeKind::Scalar(s.clone()),
+        NodeKind::Seq(items) => NodeKind::Seq(items.iter().map(|n| relocated(n, pos)).collect()),
+        NodeKind::Map(entries) => NodeKind::Map(
+            entries
+                .iter()
+                .map(|e| Entry {
+                    key: crate::yaml::Key {
+                        text: e.key.text.clone(),
+                        pos,
+                    },
+                    value: relocated(&e.value, pos),
+                })
+                .collect(),
+        ),
+    };
+    Node { pos, kind }
 }
 
 /// A copy of `node` marked as already reported, so that later checks stay silent about it.
@@ -538,45 +688,6 @@ fn poisoned(node: &Node, s: &Scalar) -> Node {
             value: ScalarValue::Invalid,
         }),
     }
-}
-
-fn lookup<'v>(
-    inner: &str,
-    vars: &'v IndexMap<String, Node>,
-    workflow: &str,
-    pos: Pos,
-    sink: &mut Sink<'_>,
-) -> Option<&'v Node> {
-    let name = inner.trim();
-    if name.is_empty() {
-        sink.error(pos, Code::Expression, "empty `${{ }}` expression")
-            .help("put a variable's name inside, as in `${{ epochs }}`");
-        return None;
-    }
-    let name = name.strip_prefix("variables.").unwrap_or(name);
-    if !valid_variable_name(name) {
-        sink.error(
-            pos,
-            Code::Expression,
-            format!(
-                "`${{{{ {name} }}}}` is not a variable name; only `${{{{ name }}}}` is supported"
-            ),
-        );
-        return None;
-    }
-    if let Some(v) = vars.get(name) {
-        return Some(v);
-    }
-    let d = sink.error(
-        pos,
-        Code::UndefinedVariable,
-        format!("unknown variable `{name}` in workflow `{workflow}`"),
-    );
-    d.suggest(did_you_mean(name, vars.keys().map(String::as_str)));
-    d.help(format!(
-        "define it in `.dstack/variables.yaml` under `{workflow}:` (or `global:`), or pass `--{name} VALUE`"
-    ));
-    None
 }
 
 #[cfg(test)]
@@ -600,8 +711,33 @@ mod tests {
         };
         let path: Arc<Path> = Path::new("w.yaml").into();
         let mut out = Vec::new();
-        let n = substitute(&node, &vars, "train", &mut Sink::new(&path, &mut out));
+        let mut sub = Substitution {
+            vars: &vars,
+            workflow: "train",
+            source: None,
+            variables_path: Path::new("v.yaml"),
+            origins: Vec::new(),
+        };
+        let n = sub.node(&node, &mut Sink::new(&path, &mut out));
         (n, out)
+    }
+
+    #[test]
+    fn expressions_are_located_in_the_source() {
+        let src = "a:\n  b: \"x\\t ${{ one }}\"\n  c: |\n    echo ${{ two }}\n";
+        assert_eq!(
+            find_in_source(src, Pos::new(2, 6), 0),
+            Some(Pos::new(2, 11))
+        );
+        assert_eq!(
+            find_in_source(src, Pos::new(3, 6), 0),
+            Some(Pos::new(4, 10))
+        );
+        assert_eq!(
+            find_in_source(src, Pos::new(1, 1), 1),
+            Some(Pos::new(4, 10))
+        );
+        assert_eq!(find_in_source(src, Pos::new(9, 1), 0), None);
     }
 
     #[test]
@@ -631,9 +767,10 @@ mod tests {
         assert_eq!(d[0].message, "unknown variable `epoch` in workflow `train`");
         assert_eq!(d[0].help[0], "did you mean `epochs`?");
         assert_eq!(d[0].location.as_ref().map(|l| l.column), Some(12));
-        let (_, d) = run("'${{ epoch'", Style::Quoted, &[]);
+        let (n, d) = run("'${{ epoch'", Style::Quoted, &[]);
         assert_eq!(d[0].code, Code::Expression);
-        assert_eq!(d[0].location.as_ref().map(|l| l.column), Some(12));
+        assert_eq!(d[0].location.as_ref().map(|l| l.column), Some(10));
+        assert!(n.is_invalid(), "a failed substitution is marked");
     }
 
     #[test]

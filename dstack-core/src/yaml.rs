@@ -355,6 +355,76 @@ fn is_core_float(s: &[u8]) -> bool {
     i == s.len()
 }
 
+/// Reports a parser error with the hints a person needs: where a tab indents, which bracket
+/// was never closed, that indentation is the usual culprit.
+fn explain_syntax_error(source: &str, pos: Pos, info: &str, sink: &mut Sink<'_>) {
+    if info.contains("tab") {
+        let tab = source.lines().enumerate().find_map(|(i, line)| {
+            let indent: &str = &line[..line.len() - line.trim_start().len()];
+            indent
+                .find('\t')
+                .map(|col| (i, indent[..col].chars().count()))
+        });
+        if let Some((line, col)) = tab {
+            let at = Pos::new(
+                u32::try_from(line + 1).unwrap_or(u32::MAX),
+                u32::try_from(col + 1).unwrap_or(u32::MAX),
+            );
+            sink.error(
+                at,
+                Code::Syntax,
+                "invalid YAML: a tab indents this line; YAML indentation must use spaces",
+            )
+            .help("replace the tab with spaces");
+            return;
+        }
+    }
+    let d = sink.error(pos, Code::Syntax, format!("invalid YAML: {info}"));
+    if let Some((line, column, bracket)) = unclosed_bracket(source, pos.line) {
+        d.help(format!(
+            "the `{bracket}` at line {line}, column {column} is never closed"
+        ));
+    } else if info.contains("expected key")
+        || info.contains("mapping values")
+        || info.contains("expected '-'")
+    {
+        d.help("check the indentation of this line against the lines above it");
+    }
+}
+
+/// The last `[` or `{` opened before the end of line `until` and not closed, outside quotes
+/// and comments.
+fn unclosed_bracket(source: &str, until: u32) -> Option<(usize, usize, char)> {
+    let mut open: Vec<(usize, usize, char)> = Vec::new();
+    for (n, line) in source.lines().enumerate().take(until as usize) {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((col, c)) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '\'' | '"' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
+                        quote = Some(c)
+                    }
+                    '[' | '{' => open.push((n + 1, col + 1, c)),
+                    ']' | '}' => {
+                        open.pop();
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    open.pop()
+}
+
 enum Frame {
     Seq {
         pos: Pos,
@@ -433,7 +503,7 @@ pub(crate) fn parse(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option
             }
             Err(e) => {
                 let pos = Pos::from_marker(*e.marker());
-                sink.error(pos, Code::Syntax, format!("invalid YAML: {}", e.info()));
+                explain_syntax_error(source, pos, e.info(), sink);
                 return None;
             }
         }
@@ -553,7 +623,8 @@ impl Builder {
                             "aliases expand to more than {} nodes; refusing this file (a YAML alias bomb?)",
                             self.limits.max_alias_nodes
                         ),
-                    );
+                    )
+                    .help("the limit protects dstack from files that expand exponentially; write the repeated parts out, or reuse fewer aliases");
                     return Err(());
                 }
                 self.count(size, pos, sink)?;
@@ -579,7 +650,8 @@ impl Builder {
                     "nesting is deeper than {} levels; refusing this file",
                     self.limits.max_depth
                 ),
-            );
+            )
+            .help("workflow files need only a few levels of lists and mappings");
             return Err(());
         }
         self.count(1, pos, sink)

@@ -292,12 +292,14 @@ fn every_problem_is_reported_at_once_in_order() {
             "  help: did you mean `b`?",
             ".dstack/workflows.yaml:3:15: error: unknown provider `dokcer` in workflow `a`",
             "  help: did you mean `docker`?",
+            ".dstack/workflows.yaml:4:5: error: workflow `b` is missing `image`, which the `docker` provider requires",
+            "  help: add it, e.g. `image: ubuntu`",
             ".dstack/workflows.yaml:6:18: error: dependency cycle: b -> c -> b",
             "  help: remove one of these `depends-on` entries to break the cycle",
             ".dstack/workflows.yaml:6:21: error: workflow `b` depends on `zz`, which is not defined",
             ".dstack/workflows.yaml:11:5: error: workflow `a` is defined twice",
             "  help: the first definition is at line 2; rename or remove one",
-            "4 errors found",
+            "5 errors found",
         ]
     );
 }

@@ -89,10 +89,10 @@ impl From<Error> for Failure {
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let mut command = Cli::command();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        if let Some(list) = workflows_help(&args) {
-            command = command.mut_subcommand("plan", |c| c.after_help(list));
-        }
+    if args.iter().any(|a| a == "-h" || a == "--help")
+        && let Some(list) = workflows_help(&args)
+    {
+        command = command.mut_subcommand("plan", |c| c.after_help(list));
     }
     let matches = command.get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
@@ -106,7 +106,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::User(message)) => {
-            let _ = writeln!(err, "{message}");
+            if !message.is_empty() {
+                let _ = writeln!(err, "{message}");
+            }
             ExitCode::from(1)
         }
         Err(Failure::Usage(message)) => {
