@@ -27,6 +27,7 @@ pub mod params;
 pub mod plan;
 pub mod provider;
 pub mod resources;
+pub mod run;
 pub mod schema;
 pub mod variables;
 pub mod yaml;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Project, ProviderRef};
 use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
@@ -20,7 +20,7 @@ use crate::variables::{Overrides, ResolvedOverrides, Substitution, env_name};
 use crate::yaml::{Node, NodeKind, ScalarValue};
 
 /// A file to download (the `curl` provider's job).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Download {
     /// An `http://` or `https://` URL.
     pub url: String,
@@ -29,7 +29,7 @@ pub struct Download {
 }
 
 /// One job, fully resolved: what an executor needs to run it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Unique within the plan: the workflow's name, or `workflow/name` when a provider makes
     /// several jobs.
@@ -65,7 +65,7 @@ pub struct JobSpec {
 }
 
 /// The jobs to run for one workflow, in dependency order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The workflow asked for.
     pub workflow: String,

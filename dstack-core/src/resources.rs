@@ -5,10 +5,10 @@
 //! `T` is decimal too. Units are case-insensitive (`512mib`), fractions are allowed
 //! (`1.5GB`), a number without a unit is refused (it is ambiguous: bytes? megabytes?).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The GPUs a job asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuRequest {
     /// How many GPUs.
     pub count: u32,
@@ -19,7 +19,7 @@ pub struct GpuRequest {
 }
 
 /// What a job needs to run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU count.
     pub cpu: Option<u32>,

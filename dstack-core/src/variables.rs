@@ -238,6 +238,17 @@ impl Overrides {
         self
     }
 
+    /// The overrides as a JSON object (name to value), as a run records them.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        )
+    }
+
     /// Whether there are no overrides.
     #[must_use]
     pub fn is_empty(&self) -> bool {

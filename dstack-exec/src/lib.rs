@@ -1,8 +1,90 @@
 //! `dstack-exec`: the executors that run the jobs of a [`dstack_core::Plan`].
 //!
-//! The run engine (the `Executor` trait, the scheduler and the run store) and the executors
-//! built on it (local processes, Docker through bollard, Slurm) land here; until then this
-//! crate only fixes the dependency direction: executors depend on `dstack-core`, never the
-//! other way around.
+//! - [`LocalExecutor`]: jobs as local process trees, the embedded default.
+//! - Docker and Slurm executors arrive with their issues; [`select`] already names them.
+//!
+//! Executors implement [`dstack_core::run::Executor`]; the scheduler in `dstack-core` drives
+//! them and needs no change for a new one.
+
+mod download;
+pub mod engine;
+pub mod local;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
 
 pub use dstack_core;
+use dstack_core::run::{Executor, ExecutorError};
+pub use engine::{Artifact, Engine, EngineError, LogLine, Submission};
+pub use local::LocalExecutor;
+
+/// Which executor to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Docker when an engine answers, else local processes.
+    #[default]
+    Auto,
+    /// Local processes.
+    Local,
+    /// Docker containers.
+    Docker,
+    /// A Slurm cluster.
+    Slurm,
+}
+
+impl FromStr for ExecutorKind {
+    type Err = ExecutorError;
+
+    fn from_str(s: &str) -> Result<Self, ExecutorError> {
+        match s {
+            "auto" => Ok(ExecutorKind::Auto),
+            "local" => Ok(ExecutorKind::Local),
+            "docker" => Ok(ExecutorKind::Docker),
+            "slurm" => Ok(ExecutorKind::Slurm),
+            other => Err(ExecutorError::new(format!("unknown executor `{other}`"))
+                .with_help("use `auto`, `local`, `docker` or `slurm`")),
+        }
+    }
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecutorKind::Auto => "auto",
+            ExecutorKind::Local => "local",
+            ExecutorKind::Docker => "docker",
+            ExecutorKind::Slurm => "slurm",
+        })
+    }
+}
+
+/// The executor chosen, and why (for `auto`).
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The executor.
+    pub executor: Arc<dyn Executor>,
+    /// What the user should know about the choice.
+    pub note: Option<String>,
+}
+
+/// Makes the executor of `kind`.
+///
+/// # Errors
+/// When that executor cannot be used here.
+pub fn select(kind: ExecutorKind) -> Result<Selected, ExecutorError> {
+    match kind {
+        ExecutorKind::Auto => Ok(Selected {
+            executor: Arc::new(LocalExecutor::new()),
+            note: Some("no Docker executor in this version: running jobs as local processes (executor `local`)".to_owned()),
+        }),
+        ExecutorKind::Local => Ok(Selected {
+            executor: Arc::new(LocalExecutor::new()),
+            note: None,
+        }),
+        ExecutorKind::Docker | ExecutorKind::Slurm => Err(ExecutorError::new(format!(
+            "the `{kind}` executor is not available in this version of dstack-rs"
+        ))
+        .with_help("use `--executor local` (or `auto`)")),
+    }
+}

@@ -1,7 +1,11 @@
 //! `dstack`: the command-line interface of dstack-rs.
 //!
-//! Thin by design: it parses arguments, calls `dstack-core`, and renders results and errors.
-//! Exit codes: 0 success, 1 a problem in the user's files or workflows, 2 a usage error.
+//! Thin by design: it parses arguments, calls `dstack-core` and `dstack-exec`, and renders
+//! results and errors. Exit codes: 0 success, 1 a problem in the user's files or workflows (or
+//! a failed job), 2 a usage error.
+
+mod render;
+mod runs;
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -15,7 +19,7 @@ use dstack_core::{Diagnostics, Error, Overrides, Project};
 #[command(
     name = "dstack",
     version,
-    about = "Declarative ML workflows: validate and plan `.dstack/workflows.yaml`",
+    about = "Declarative ML workflows: validate, plan and run `.dstack/workflows.yaml`",
     propagate_version = true
 )]
 struct Cli {
@@ -58,6 +62,99 @@ enum Command {
     Workflows,
     /// Print the JSON Schema of `.dstack/workflows.yaml` (for editors).
     Schema,
+    /// Run a workflow and what it depends on; prints the run's name.
+    ///
+    /// Variables follow the workflow name: `dstack run train --gpu 2 --epoch 100`. dstack's
+    /// own options (`--executor`, `-j`, `--keep-going`, `--detach`, `--var`) may come before or
+    /// after them. Ctrl-C stops the run (a second Ctrl-C kills its jobs at once).
+    Run {
+        /// The workflow to run.
+        workflow: String,
+        /// Variable overrides: `--NAME VALUE` or `--NAME=VALUE`.
+        #[arg(value_name = "--NAME VALUE", allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        variables: Vec<String>,
+        #[command(flatten)]
+        options: runs::DriveArgs,
+        /// Where jobs run: `auto` (Docker when an engine answers, else local processes),
+        /// `local`, `docker`, `slurm`.
+        #[arg(long, default_value = "auto")]
+        executor: String,
+        /// Set a variable whose name is also a dstack option (`--var detach=1`).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        var: Vec<String>,
+    },
+    /// Run again what did not succeed in a run (stopped, failed, or interrupted); keep the rest.
+    Resume {
+        /// The run.
+        run: String,
+        #[command(flatten)]
+        options: runs::DriveArgs,
+    },
+    /// List runs: unfinished ones and those of the last day (all with `-a`).
+    #[command(visible_alias = "status")]
+    Ps {
+        /// Show this run and its jobs.
+        run: Option<String>,
+        /// All runs.
+        #[arg(short, long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = runs::ListFormat::Text)]
+        format: runs::ListFormat,
+    },
+    /// Print a run's logs (of one workflow's jobs when WORKFLOW is given).
+    Logs {
+        /// The run.
+        run: String,
+        /// Only this workflow's jobs.
+        workflow: Option<String>,
+        /// Keep printing new lines until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines written since this long ago (`10m`, `1d`) or this time (RFC 3339).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
+    /// Stop a run: its running jobs are stopped, the rest skipped.
+    Stop {
+        /// The run.
+        run: String,
+        /// Stop without saving artifacts; the run ends `aborted`.
+        #[arg(long)]
+        abort: bool,
+    },
+    /// Tag a finished run (`depends-on: WORKFLOW:TAG` reuses its artifacts).
+    Tag {
+        /// The run.
+        run: String,
+        /// The tag, e.g. `latest`; moves it if another run has it.
+        tag: String,
+    },
+    /// Remove a tag.
+    Untag {
+        /// The tag.
+        tag: String,
+    },
+    /// List tags.
+    Tags,
+    /// List a run's artifacts, or copy them into a folder.
+    Artifacts {
+        /// The run.
+        run: String,
+        /// Copy them into DIR/JOB/PATH.
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+    /// Delete finished runs that have no tag, with their logs and artifacts.
+    Prune,
+    /// Drive a run submitted with `--detach` (started by dstack itself).
+    #[command(name = "__drive", hide = true)]
+    Drive {
+        /// The run.
+        run: String,
+        #[command(flatten)]
+        options: runs::DriveArgs,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -78,6 +175,8 @@ enum DiagFormat {
 enum Failure {
     User(String),
     Usage(String),
+    /// Exit with this code, having said everything already (a failed or stopped run).
+    Code(u8),
 }
 
 impl From<Error> for Failure {
@@ -92,15 +191,18 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "-h" || a == "--help")
         && let Some(list) = workflows_help(&args)
     {
-        command = command.mut_subcommand("plan", |c| c.after_help(list));
+        command = command
+            .mut_subcommand("plan", |c| c.after_help(list.clone()))
+            .mut_subcommand("run", |c| c.after_help(list));
     }
     let matches = command.get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
+    // Not locked: the progress renderer writes from the runtime's threads too.
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
     let result = run(cli, &mut out, &mut err);
     let _ = out.flush();
     match result {
@@ -115,6 +217,7 @@ fn main() -> ExitCode {
             let _ = writeln!(err, "{message}");
             ExitCode::from(2)
         }
+        Err(Failure::Code(code)) => ExitCode::from(code),
     }
 }
 
@@ -124,10 +227,37 @@ fn take_options(
     words: &mut Vec<String>,
     names: &[&'static str],
 ) -> Result<Vec<(&'static str, String)>, Failure> {
+    take_options_and_flags(words, names, &[])
+}
+
+/// [`take_options`], also taking the flags in `flags` (they get the value `true`).
+fn take_options_and_flags(
+    words: &mut Vec<String>,
+    names: &[&'static str],
+    flags: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, Failure> {
     let mut taken = Vec::new();
     let mut rest = Vec::with_capacity(words.len());
     let mut iter = std::mem::take(words).into_iter();
     while let Some(word) = iter.next() {
+        if let Some(flag) = word
+            .strip_prefix("--")
+            .and_then(|f| flags.iter().find(|n| **n == f))
+        {
+            taken.push((*flag, "true".to_owned()));
+            continue;
+        }
+        // `-j N` and `-jN`, the short form of `--jobs`.
+        if names.contains(&"jobs") && word.starts_with("-j") && !word.starts_with("--") {
+            let value = match &word[2..] {
+                "" => iter
+                    .next()
+                    .ok_or_else(|| Failure::Usage("error: `-j` needs a value".into()))?,
+                v => v.to_owned(),
+            };
+            taken.push(("jobs", value));
+            continue;
+        }
         let option = word.strip_prefix("--").and_then(|o| {
             let (name, value) = match o.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_owned())),
@@ -191,6 +321,61 @@ fn run(
     err: &mut dyn std::io::Write,
 ) -> Result<(), Failure> {
     match cli.command {
+        Command::Run {
+            workflow,
+            mut variables,
+            mut options,
+            mut executor,
+            mut var,
+        } => {
+            let taken = take_options_and_flags(
+                &mut variables,
+                &["executor", "jobs", "var"],
+                &["keep-going", "detach"],
+            )?;
+            for (name, value) in taken {
+                match name {
+                    "executor" => executor = value,
+                    "jobs" => {
+                        options.jobs = Some(value.parse().map_err(|_| {
+                            Failure::Usage(format!("error: `-j {value}` needs a number of jobs"))
+                        })?);
+                    }
+                    "keep-going" => options.keep_going = true,
+                    "detach" => options.detach = true,
+                    _ => var.push(value),
+                }
+            }
+            let overrides = overrides(&variables, &var)?;
+            runs::run(
+                &cli.dir, &workflow, &overrides, &executor, &options, out, err,
+            )
+        }
+        Command::Resume { run, options } => runs::resume(&cli.dir, &run, &options, out, err),
+        Command::Drive { run, options } => runs::drive_detached(&cli.dir, &run, &options),
+        Command::Ps { run, all, format } => runs::ps(&cli.dir, run.as_deref(), all, format, out),
+        Command::Logs {
+            run,
+            workflow,
+            follow,
+            since,
+        } => runs::logs(
+            &cli.dir,
+            &run,
+            workflow.as_deref(),
+            follow,
+            since.as_deref(),
+            out,
+            err,
+        ),
+        Command::Stop { run, abort } => runs::stop(&cli.dir, &run, abort, out),
+        Command::Tag { run, tag } => runs::tag(&cli.dir, &run, &tag, out),
+        Command::Untag { tag } => runs::untag(&cli.dir, &tag, out),
+        Command::Tags => runs::tags(&cli.dir, out),
+        Command::Artifacts { run, output } => {
+            runs::artifacts(&cli.dir, &run, output.as_deref(), out)
+        }
+        Command::Prune => runs::prune(&cli.dir, out),
         Command::Schema => {
             let schema = dstack_core::schema::workflows_schema();
             let text = serde_json::to_string_pretty(&schema).unwrap_or_default();

@@ -1,0 +1,1055 @@
+//! The scheduler: drives a run's jobs through an [`Executor`], in dependency order, up to
+//! `parallelism` at once, with timeouts, retries, artifacts, tags and cancellation.
+//!
+//! A job starts when all its dependencies succeeded. Without `keep_going`, the first failure
+//! stops the run: running jobs are cancelled, the rest are skipped. With it, only the jobs that
+//! depend on a failure are skipped. Cancelling the run's token (Ctrl-C, SIGTERM, `dstack stop`)
+//! stops running jobs, waits for them, and records the run as stopped. [`Scheduler::drive`]
+//! also resumes a run: jobs that succeeded are kept, the others run again.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::artifacts;
+use super::events::{Bus, Event, Subscriber};
+use super::executor::{
+    Capabilities, Executor, ExecutorError, FailureReason, Input, JobOutcome, JobRequest, Reporter,
+    Stream,
+};
+use super::store::{JobRecord, JobUpdate, NewRun, RunRecord, RunStore, StoreError};
+use super::tree::ProjectFiles;
+use super::{JobStatus, RunStatus};
+use crate::plan::{JobSpec, Plan};
+
+/// How to drive a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How many jobs may run at once (at least 1).
+    pub parallelism: usize,
+    /// Keep running what does not depend on a failure.
+    pub keep_going: bool,
+    /// The delay before the first retry; it doubles with each retry (at most 5 minutes).
+    pub retry_delay: Duration,
+    /// Keep the trees of failed jobs for debugging (successful jobs' trees are always removed).
+    pub keep_failed_trees: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            parallelism: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZeroUsize::get),
+            keep_going: false,
+            retry_delay: Duration::from_secs(1),
+            keep_failed_trees: true,
+        }
+    }
+}
+
+/// What went wrong around the jobs (a job failing is not an error: see [`RunSummary`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The run store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The executor cannot work.
+    #[error("executor `{executor}`: {error}")]
+    Executor {
+        /// The executor's name.
+        executor: String,
+        /// What it said.
+        error: ExecutorError,
+    },
+    /// The plan needs what the executor cannot do.
+    #[error("the `{executor}` executor cannot run this plan:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Unsupported {
+        /// The executor's name.
+        executor: String,
+        /// Each job and what it needs.
+        problems: Vec<String>,
+    },
+    /// A `name:tag` dependency cannot be used.
+    #[error("{0}")]
+    Tag(String),
+    /// The project's files could not be read.
+    #[error("cannot read the project `{}`: {source}", path.display())]
+    Project {
+        /// The project's root.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `resume` of a run that has nothing left to do.
+    #[error("run `{run}` is {status}: there is nothing to resume")]
+    NothingToResume {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// The run is being driven by another live process.
+    #[error("run `{run}` is being driven by process {pid}; stop it first with `dstack stop {run}`")]
+    AlreadyDriven {
+        /// The run.
+        run: String,
+        /// The driving process.
+        pid: u32,
+    },
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// The run, as stored at the end.
+    pub run: RunRecord,
+    /// Its jobs.
+    pub jobs: Vec<JobRecord>,
+}
+
+impl RunSummary {
+    /// Whether every job succeeded.
+    #[must_use]
+    pub fn succeeded(&self) -> bool {
+        self.run.status == RunStatus::Done
+    }
+}
+
+/// A job whose artifacts come from a tagged run.
+#[derive(Clone, Debug)]
+struct Reuse {
+    /// `run/job` for the record.
+    from: String,
+    /// Its artifacts: (stored folder, relative path).
+    artifacts: Vec<(PathBuf, String)>,
+}
+
+/// Drives runs of one project.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    store: Arc<RunStore>,
+    executor: Arc<dyn Executor>,
+    project: PathBuf,
+    bus: Bus,
+}
+
+impl Scheduler {
+    /// A scheduler for the project at `project`, recording in `store`, running through
+    /// `executor`, sending every event to `subscribers`.
+    #[must_use]
+    pub fn new(
+        store: Arc<RunStore>,
+        executor: Arc<dyn Executor>,
+        project: impl Into<PathBuf>,
+        subscribers: Vec<Subscriber>,
+    ) -> Self {
+        Scheduler {
+            store,
+            executor,
+            project: project.into(),
+            bus: Bus::new(subscribers),
+        }
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<RunStore> {
+        &self.store
+    }
+
+    /// The executor.
+    #[must_use]
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
+    /// Checks that the executor can honour the plan and that its `name:tag` dependencies
+    /// resolve. Returns warnings (images run on the host...).
+    ///
+    /// # Errors
+    /// [`RunError::Unsupported`] or [`RunError::Tag`], before anything starts.
+    pub fn check(&self, plan: &Plan) -> Result<Vec<String>, RunError> {
+        let caps = self.executor.capabilities();
+        let (problems, warnings) = capability_problems(&caps, &plan.jobs);
+        if !problems.is_empty() {
+            return Err(RunError::Unsupported {
+                executor: self.executor.name().to_owned(),
+                problems,
+            });
+        }
+        self.resolve_tags(plan)?;
+        Ok(warnings)
+    }
+
+    /// Checks `plan` and records it as a new run, `submitted`.
+    ///
+    /// # Errors
+    /// As [`Scheduler::check`], or when the store fails.
+    pub fn submit(&self, plan: &Plan, variables: serde_json::Value) -> Result<RunRecord, RunError> {
+        self.check(plan)?;
+        Ok(self.store.create_run(&NewRun {
+            plan,
+            variables,
+            executor: self.executor.name(),
+            project: &self.project,
+            git: None,
+        })?)
+    }
+
+    /// Resolves every `name:tag` dependency of the plan to the tagged run's job.
+    fn resolve_tags(&self, plan: &Plan) -> Result<HashMap<String, Reuse>, RunError> {
+        let mut out = HashMap::new();
+        for job in &plan.jobs {
+            for dep in &job.depends_on {
+                let Some((workflow, tag)) = dep.split_once(':') else {
+                    continue;
+                };
+                if out.contains_key(dep) {
+                    continue;
+                }
+                let tagged = self.store.tagged(tag).map_err(|e| {
+                    RunError::Tag(format!(
+                        "`depends-on: {dep}` of workflow `{}`: {e}",
+                        job.workflow
+                    ))
+                })?;
+                let tagged_plan = self.store.plan(&tagged)?;
+                let jobs = self.store.jobs(&tagged)?;
+                let Some(record) = jobs.iter().find(|j| j.workflow == workflow) else {
+                    return Err(RunError::Tag(format!(
+                        "`depends-on: {dep}` of workflow `{}`: run `{}` (tagged `{tag}`) has no workflow `{workflow}`",
+                        job.workflow, tagged.name
+                    )));
+                };
+                if !record.status.succeeded() {
+                    return Err(RunError::Tag(format!(
+                        "`depends-on: {dep}` of workflow `{}`: workflow `{workflow}` did not succeed in run `{}` (it is {}), so it has no artifacts to reuse",
+                        job.workflow, tagged.name, record.status
+                    )));
+                }
+                // A reused job points at the run it came from: follow it.
+                let (source_run, source_job) = match &record.reused_from {
+                    Some(from) => from
+                        .split_once('/')
+                        .map_or((tagged.name.clone(), record.job_id.clone()), |(r, j)| {
+                            (r.to_owned(), j.to_owned())
+                        }),
+                    None => (tagged.name.clone(), record.job_id.clone()),
+                };
+                let spec = tagged_plan.job(&record.job_id);
+                let dir = self.store.artifacts_dir(&source_run, &source_job);
+                let mut artifacts = Vec::new();
+                for path in spec.map(|s| s.artifacts.clone()).unwrap_or_default() {
+                    let stored = dir.join(&path);
+                    if !stored.exists() {
+                        return Err(RunError::Tag(format!(
+                            "`depends-on: {dep}` of workflow `{}`: artifact `{path}` of run `{source_run}` is missing from the artifact store (`{}`)",
+                            job.workflow,
+                            stored.display()
+                        )));
+                    }
+                    artifacts.push((stored, path));
+                }
+                out.insert(
+                    dep.clone(),
+                    Reuse {
+                        from: format!("{source_run}/{source_job}"),
+                        artifacts,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs (or resumes) `run` until every job has ended or `cancel` fires.
+    ///
+    /// # Errors
+    /// When the store, the executor or the project fail around the jobs; a failing job is
+    /// reported in the summary, not as an error.
+    pub async fn drive(
+        &self,
+        run: &RunRecord,
+        options: &RunOptions,
+        cancel: CancellationToken,
+    ) -> Result<RunSummary, RunError> {
+        let plan = self.store.plan(run)?;
+        let records = self.store.jobs(run)?;
+        if run.status == RunStatus::Done {
+            return Err(RunError::NothingToResume {
+                run: run.name.clone(),
+                status: run.status,
+            });
+        }
+        if let Some(pid) = run
+            .driver_pid
+            .filter(|&p| p != std::process::id() && process_alive(p))
+            && !run.status.is_finished()
+        {
+            return Err(RunError::AlreadyDriven {
+                run: run.name.clone(),
+                pid,
+            });
+        }
+        let reuse = self.resolve_tags(&plan)?;
+
+        // What a crashed driver left running is stopped before the jobs run again.
+        let leftovers: Vec<String> = records
+            .iter()
+            .filter(|r| !r.status.is_finished() || r.status == JobStatus::Failed)
+            .filter_map(|r| r.executor_id.clone())
+            .collect();
+        if !leftovers.is_empty() {
+            self.executor
+                .reap(&leftovers)
+                .await
+                .map_err(|error| RunError::Executor {
+                    executor: self.executor.name().to_owned(),
+                    error,
+                })?;
+        }
+
+        let mut state: HashMap<String, JobStatus> = HashMap::new();
+        for job in &plan.jobs {
+            let previous = records
+                .iter()
+                .find(|r| r.job_id == job.id)
+                .map(|r| r.status);
+            let status = match previous {
+                Some(s) if s.succeeded() => s,
+                _ => JobStatus::Submitted,
+            };
+            if status == JobStatus::Submitted && previous != Some(JobStatus::Submitted) {
+                self.store.update_job(
+                    run,
+                    &job.id,
+                    &JobUpdate {
+                        status: Some(JobStatus::Submitted),
+                        ..JobUpdate::default()
+                    },
+                )?;
+            }
+            state.insert(job.id.clone(), status);
+        }
+        let to_run: Vec<JobSpec> = plan
+            .jobs
+            .iter()
+            .filter(|j| state[&j.id] == JobStatus::Submitted)
+            .cloned()
+            .collect();
+
+        self.store.set_driver(run, Some(std::process::id()))?;
+        self.store.set_run_status(run, RunStatus::Running, None)?;
+        self.bus.send(&Event::RunStarted {
+            run: run.name.clone(),
+            workflow: plan.workflow.clone(),
+            executor: self.executor.name().to_owned(),
+            jobs: to_run.iter().map(|j| j.id.clone()).collect(),
+        });
+
+        if let Err(error) = self.executor.prepare(&to_run).await {
+            let message = error.to_string();
+            self.finish(run, RunStatus::Failed, Some(&message))?;
+            return Err(RunError::Executor {
+                executor: self.executor.name().to_owned(),
+                error,
+            });
+        }
+        let files = {
+            let root = self.project.clone();
+            let state_dir = self.store.dir().to_path_buf();
+            tokio::task::spawn_blocking(move || ProjectFiles::scan(&root, &state_dir))
+                .await
+                .map_err(|e| RunError::Project {
+                    path: self.project.clone(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|source| RunError::Project {
+                    path: self.project.clone(),
+                    source,
+                })?
+        };
+        let files = Arc::new(files);
+
+        let result = self
+            .schedule(run, &plan, &reuse, state, files, options, &cancel)
+            .await;
+        let status = match result {
+            Ok(status) => status,
+            Err(e) => {
+                let message = e.to_string();
+                self.finish(run, RunStatus::Failed, Some(&message))?;
+                return Err(e);
+            }
+        };
+        // `dstack stop --abort` asked for an abort while the run was stopping.
+        let status = match (status, self.store.run(&run.name).map(|r| r.status)) {
+            (RunStatus::Stopped, Ok(RunStatus::Aborting)) => RunStatus::Aborted,
+            (s, _) => s,
+        };
+        self.finish(run, status, None)?;
+        Ok(RunSummary {
+            run: self.store.run(&run.name)?,
+            jobs: self.store.jobs(run)?,
+        })
+    }
+
+    fn finish(
+        &self,
+        run: &RunRecord,
+        status: RunStatus,
+        message: Option<&str>,
+    ) -> Result<(), RunError> {
+        self.store.set_run_status(run, status, message)?;
+        self.store.set_driver(run, None)?;
+        self.bus.send(&Event::RunFinished {
+            run: run.name.clone(),
+            status,
+        });
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    async fn schedule(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        reuse: &HashMap<String, Reuse>,
+        mut state: HashMap<String, JobStatus>,
+        files: Arc<ProjectFiles>,
+        options: &RunOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunStatus, RunError> {
+        let stop = cancel.child_token();
+        let parallelism = options.parallelism.max(1);
+        let mut running: JoinSet<(String, JobStatus)> = JoinSet::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut failed = false;
+
+        for job in &plan.jobs {
+            if state[&job.id] == JobStatus::Submitted {
+                self.emit_status(run, &job.id, JobStatus::Submitted, 1, None);
+            }
+        }
+        loop {
+            if !stop.is_cancelled() {
+                for job in &plan.jobs {
+                    if running.len() >= parallelism {
+                        break;
+                    }
+                    if state[&job.id] != JobStatus::Submitted || in_flight.contains(&job.id) {
+                        continue;
+                    }
+                    let ready = job.depends_on.iter().all(|d| {
+                        if d.contains(':') {
+                            return true;
+                        }
+                        state.get(d).is_some_and(|s| s.succeeded())
+                    });
+                    if !ready {
+                        continue;
+                    }
+                    let inputs = self.inputs(run, plan, job, reuse);
+                    let task = JobTask {
+                        store: self.store.clone(),
+                        executor: self.executor.clone(),
+                        bus: self.bus.clone(),
+                        run: run.clone(),
+                        job: job.clone(),
+                        inputs,
+                        files: files.clone(),
+                        options: options.clone(),
+                        cancel: stop.child_token(),
+                    };
+                    in_flight.insert(job.id.clone());
+                    running.spawn(async move {
+                        let id = task.job.id.clone();
+                        let status = task.run().await;
+                        (id, status)
+                    });
+                }
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let (id, status) = match done {
+                Ok(r) => r,
+                Err(e) => {
+                    // A job task panicked: a bug, but the run must still end cleanly.
+                    stop.cancel();
+                    while running.join_next().await.is_some() {}
+                    return Err(RunError::Project {
+                        path: self.project.clone(),
+                        source: std::io::Error::other(format!("a job task failed: {e}")),
+                    });
+                }
+            };
+            in_flight.remove(&id);
+            state.insert(id.clone(), status);
+            if status == JobStatus::Failed {
+                failed = true;
+                if options.keep_going {
+                    self.skip_dependents(run, plan, &id, &mut state)?;
+                } else {
+                    stop.cancel();
+                }
+            }
+        }
+        // Whatever did not run is skipped, with why.
+        let why = if cancel.is_cancelled() {
+            "the run was stopped"
+        } else {
+            "a dependency failed"
+        };
+        for job in &plan.jobs {
+            if state[&job.id] == JobStatus::Submitted {
+                self.skip(run, &job.id, why)?;
+                state.insert(job.id.clone(), JobStatus::Skipped);
+            }
+        }
+        Ok(if cancel.is_cancelled() {
+            RunStatus::Stopped
+        } else if failed || state.values().any(|s| !s.succeeded()) {
+            RunStatus::Failed
+        } else {
+            RunStatus::Done
+        })
+    }
+
+    fn skip(&self, run: &RunRecord, job: &str, why: &str) -> Result<(), RunError> {
+        self.store.update_job(
+            run,
+            job,
+            &JobUpdate {
+                status: Some(JobStatus::Skipped),
+                reason: Some(why),
+                finished: true,
+                ..JobUpdate::default()
+            },
+        )?;
+        self.emit_status(run, job, JobStatus::Skipped, 1, Some(why.to_owned()));
+        Ok(())
+    }
+
+    /// Marks everything that depends on `failed` (transitively) as skipped.
+    fn skip_dependents(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        failed: &str,
+        state: &mut HashMap<String, JobStatus>,
+    ) -> Result<(), RunError> {
+        let mut dead = vec![failed.to_owned()];
+        while let Some(d) = dead.pop() {
+            for job in &plan.jobs {
+                if state[&job.id] == JobStatus::Submitted && job.depends_on.contains(&d)
+                {
+                    self.skip(run, &job.id, &format!("dependency `{d}` did not succeed"))?;
+                    state.insert(job.id.clone(), JobStatus::Skipped);
+                    dead.push(job.id.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The artifacts of a job's dependencies.
+    fn inputs(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        job: &JobSpec,
+        reuse: &HashMap<String, Reuse>,
+    ) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        for dep in &job.depends_on {
+            if let Some(r) = reuse.get(dep) {
+                for (source, path) in &r.artifacts {
+                    inputs.push(Input {
+                        from_job: r.from.clone(),
+                        source: source.clone(),
+                        path: path.clone(),
+                    });
+                }
+            } else if let Some(spec) = plan.job(dep) {
+                let dir = self.store.artifacts_dir(&run.name, &spec.id);
+                for path in &spec.artifacts {
+                    inputs.push(Input {
+                        from_job: spec.id.clone(),
+                        source: dir.join(path),
+                        path: path.clone(),
+                    });
+                }
+            }
+        }
+        inputs
+    }
+
+    fn emit_status(
+        &self,
+        run: &RunRecord,
+        job: &str,
+        status: JobStatus,
+        attempt: u32,
+        detail: Option<String>,
+    ) {
+        self.bus.send(&Event::JobStatus {
+            run: run.name.clone(),
+            job: job.to_owned(),
+            status,
+            attempt,
+            detail,
+        });
+    }
+}
+
+/// What the plan needs that the executor cannot give: (errors, warnings). Warnings name all
+/// the jobs they concern at once.
+fn capability_problems(caps: &Capabilities, jobs: &[JobSpec]) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut on_host = Vec::new();
+    let mut ports = Vec::new();
+    let mut limits = Vec::new();
+    for job in jobs {
+        if job.resources.gpu_count() > 0 && !caps.gpus {
+            problems.push(format!(
+                "job `{}` needs {} GPU(s), which this executor cannot give",
+                job.id,
+                job.resources.gpu_count()
+            ));
+        }
+        if let Some(image) = job
+            .image
+            .as_deref()
+            .filter(|_| job.download.is_none() && !caps.images)
+        {
+            if caps.ignores_images {
+                on_host.push(format!("`{}` ({image})", job.id));
+            } else {
+                problems.push(format!(
+                    "job `{}` needs image `{image}`, which this executor cannot run",
+                    job.id
+                ));
+            }
+        }
+        if !job.ports.is_empty() && !caps.ports {
+            ports.push(format!("`{}`", job.id));
+        }
+        if (job.resources.cpu.is_some() || job.resources.memory_bytes.is_some()) && !caps.limits {
+            limits.push(format!("`{}`", job.id));
+        }
+        if job.download.is_some() && !caps.downloads {
+            problems.push(format!(
+                "job `{}` downloads a file, which this executor cannot do",
+                job.id
+            ));
+        }
+    }
+    let mut warnings = Vec::new();
+    if !on_host.is_empty() {
+        warnings.push(format!(
+            "images are not used: job(s) {} run on the host with what it has installed",
+            on_host.join(", ")
+        ));
+    }
+    if !ports.is_empty() {
+        warnings.push(format!(
+            "ports are not published: job(s) {} listen on the host directly",
+            ports.join(", ")
+        ));
+    }
+    if !limits.is_empty() {
+        warnings.push(format!(
+            "CPU and memory limits are not enforced for job(s) {}",
+            limits.join(", ")
+        ));
+    }
+    (problems, warnings)
+}
+
+/// Whether process `pid` exists.
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// One job, from its tree to its artifacts, with retries.
+struct JobTask {
+    store: Arc<RunStore>,
+    executor: Arc<dyn Executor>,
+    bus: Bus,
+    run: RunRecord,
+    job: JobSpec,
+    inputs: Vec<Input>,
+    files: Arc<ProjectFiles>,
+    options: RunOptions,
+    cancel: CancellationToken,
+}
+
+impl JobTask {
+    fn status(&self, status: JobStatus, attempt: u32, detail: Option<String>) {
+        self.bus.send(&Event::JobStatus {
+            run: self.run.name.clone(),
+            job: self.job.id.clone(),
+            status,
+            attempt,
+            detail,
+        });
+    }
+
+    fn update(&self, update: &JobUpdate<'_>) {
+        if let Err(e) = self.store.update_job(&self.run, &self.job.id, update) {
+            tracing::error!(run = %self.run.name, job = %self.job.id, "cannot record job state: {e}");
+        }
+    }
+
+    /// Runs the job to its end; returns its final status (recorded and announced).
+    async fn run(self) -> JobStatus {
+        let tree = self.store.job_tree(&self.run.name, &self.job.id);
+        let log = match Log::open(&self.store.log_path(&self.run.name, &self.job.id)) {
+            Ok(log) => Arc::new(log),
+            Err(e) => {
+                return self.fail(
+                    1,
+                    &FailureReason::Error {
+                        message: format!("cannot open the log file: {e}"),
+                    },
+                );
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            self.update(&JobUpdate {
+                status: Some(JobStatus::Downloading),
+                attempts: Some(attempt),
+                started: true,
+                ..JobUpdate::default()
+            });
+            self.status(JobStatus::Downloading, attempt, None);
+            if let Err(reason) = self.prepare_tree(&tree).await {
+                return self.fail(attempt, &reason);
+            }
+            self.update(&JobUpdate {
+                status: Some(JobStatus::Running),
+                ..JobUpdate::default()
+            });
+            self.status(JobStatus::Running, attempt, None);
+            let reporter: Arc<dyn Reporter> = Arc::new(JobReporter {
+                store: self.store.clone(),
+                bus: self.bus.clone(),
+                run: self.run.clone(),
+                job: self.job.id.clone(),
+                log: log.clone(),
+            });
+            let request = JobRequest {
+                run: self.run.name.clone(),
+                job: self.job.clone(),
+                tree: tree.clone(),
+                inputs: self.inputs.clone(),
+                attempt,
+            };
+            let outcome = self.execute(request, reporter).await;
+            log.flush();
+            match outcome {
+                JobOutcome::Succeeded => {
+                    self.update(&JobUpdate {
+                        status: Some(JobStatus::Uploading),
+                        exit_code: Some(0),
+                        ..JobUpdate::default()
+                    });
+                    self.status(JobStatus::Uploading, attempt, None);
+                    match self.save_artifacts(&tree).await {
+                        Ok(()) => {
+                            self.update(&JobUpdate {
+                                status: Some(JobStatus::Done),
+                                finished: true,
+                                ..JobUpdate::default()
+                            });
+                            self.status(JobStatus::Done, attempt, None);
+                            remove_tree(&tree).await;
+                            return JobStatus::Done;
+                        }
+                        Err(reason) => return self.fail(attempt, &reason),
+                    }
+                }
+                JobOutcome::Cancelled => {
+                    self.update(&JobUpdate {
+                        status: Some(JobStatus::Stopped),
+                        reason: Some("stopped"),
+                        finished: true,
+                        ..JobUpdate::default()
+                    });
+                    self.status(JobStatus::Stopped, attempt, None);
+                    return JobStatus::Stopped;
+                }
+                JobOutcome::Failed(reason) => {
+                    if attempt > self.job.retries || self.cancel.is_cancelled() {
+                        if !self.options.keep_failed_trees {
+                            remove_tree(&tree).await;
+                        }
+                        return self.fail(attempt, &reason);
+                    }
+                    let exponent = (attempt - 1).min(16);
+                    let delay = self
+                        .options
+                        .retry_delay
+                        .saturating_mul(1 << exponent)
+                        .min(Duration::from_secs(300));
+                    self.bus.send(&Event::JobRetrying {
+                        run: self.run.name.clone(),
+                        job: self.job.id.clone(),
+                        reason,
+                        next_attempt: attempt + 1,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    });
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.cancel.cancelled() => {
+                            self.update(&JobUpdate { status: Some(JobStatus::Stopped), reason: Some("stopped before a retry"), finished: true, ..JobUpdate::default() });
+                            self.status(JobStatus::Stopped, attempt, None);
+                            return JobStatus::Stopped;
+                        }
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn fail(&self, attempt: u32, reason: &FailureReason) -> JobStatus {
+        if let Err(e) = self.store.fail_job(&self.run, &self.job.id, reason) {
+            tracing::error!(run = %self.run.name, job = %self.job.id, "cannot record job failure: {e}");
+        }
+        self.status(JobStatus::Failed, attempt, Some(reason.to_string()));
+        JobStatus::Failed
+    }
+
+    /// A fresh copy of the project for this attempt.
+    async fn prepare_tree(&self, tree: &Path) -> Result<(), FailureReason> {
+        let files = self.files.clone();
+        let tree = tree.to_path_buf();
+        let working_dir = if self.job.working_dir == "." {
+            tree.clone()
+        } else {
+            tree.join(&self.job.working_dir)
+        };
+        tokio::task::spawn_blocking(move || -> Result<(), FailureReason> {
+            if tree.exists() {
+                std::fs::remove_dir_all(&tree).map_err(|e| FailureReason::Error {
+                    message: format!("cannot clear the job's tree `{}`: {e}", tree.display()),
+                })?;
+            }
+            files.materialise(&tree).map_err(|e| FailureReason::Error {
+                message: format!("cannot copy the project into `{}`: {e}", tree.display()),
+            })?;
+            std::fs::create_dir_all(&working_dir).map_err(|e| FailureReason::Error {
+                message: format!(
+                    "cannot create the working directory `{}`: {e}",
+                    working_dir.display()
+                ),
+            })
+        })
+        .await
+        .map_err(|e| FailureReason::Error {
+            message: format!("preparing the job's tree failed: {e}"),
+        })?
+    }
+
+    /// Runs the executor with the job's timeout.
+    async fn execute(&self, request: JobRequest, reporter: Arc<dyn Reporter>) -> JobOutcome {
+        let token = self.cancel.child_token();
+        let run = self.executor.run(request, reporter, token.clone());
+        tokio::pin!(run);
+        let Some(secs) = self.job.timeout_secs else {
+            return run.await;
+        };
+        tokio::select! {
+            outcome = &mut run => outcome,
+            () = tokio::time::sleep(Duration::from_secs(secs)) => {
+                // Stop it, and wait until the executor has cleaned up.
+                token.cancel();
+                let _ = run.await;
+                JobOutcome::Failed(FailureReason::TimedOut { secs })
+            }
+        }
+    }
+
+    async fn save_artifacts(&self, tree: &Path) -> Result<(), FailureReason> {
+        if self.job.artifacts.is_empty() {
+            return Ok(());
+        }
+        let tree = tree.to_path_buf();
+        let working_dir = if self.job.working_dir == "." {
+            tree.clone()
+        } else {
+            tree.join(&self.job.working_dir)
+        };
+        let paths = self.job.artifacts.clone();
+        let dest = self.store.artifacts_dir(&self.run.name, &self.job.id);
+        tokio::task::spawn_blocking(move || {
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest).map_err(|e| FailureReason::Error {
+                    message: format!("cannot clear `{}`: {e}", dest.display()),
+                })?;
+            }
+            artifacts::save(&tree, &working_dir, &paths, &dest)
+        })
+        .await
+        .map_err(|e| FailureReason::Error {
+            message: format!("saving artifacts failed: {e}"),
+        })?
+    }
+}
+
+async fn remove_tree(tree: &Path) {
+    let tree = tree.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::remove_dir_all(&tree)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the job tree `{}`: {e}", tree.display());
+        }
+    })
+    .await;
+}
+
+/// A job's log file: one record per line, `o ` or `e ` then the text. Writes are buffered and
+/// flushed at least every 100 ms of activity, so the file can be followed while the job runs.
+struct Log {
+    file: Mutex<(std::io::BufWriter<std::fs::File>, Instant)>,
+}
+
+impl Log {
+    fn open(path: &Path) -> std::io::Result<Log> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Log {
+            file: Mutex::new((
+                std::io::BufWriter::with_capacity(64 * 1024, file),
+                Instant::now(),
+            )),
+        })
+    }
+
+    fn write(&self, stream: Stream, bytes: &[u8]) {
+        let tag = match stream {
+            Stream::Stdout => 'o',
+            Stream::Stderr => 'e',
+        };
+        let prefix = format!("{tag} {} ", super::now_ms());
+        let mut guard = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (writer, last) = &mut *guard;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let _ = writer.write_all(prefix.as_bytes());
+            let _ = writer.write_all(line);
+            if !line.ends_with(b"\n") {
+                let _ = writer.write_all(b"\n");
+            }
+        }
+        if last.elapsed() >= Duration::from_millis(100) {
+            let _ = writer.flush();
+            *last = Instant::now();
+        }
+    }
+
+    fn flush(&self) {
+        let mut guard = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = guard.0.flush();
+    }
+}
+
+/// One record of a job's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Which stream.
+    pub stream: Stream,
+    /// When it was written, in milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The line, with its newline.
+    pub line: Vec<u8>,
+}
+
+/// Parses the complete records of a log file's bytes (`o|e MILLIS TEXT\n`); a trailing
+/// partial line (still being written) is left for the next read.
+#[must_use]
+pub fn parse_log(bytes: &[u8]) -> Vec<LogRecord> {
+    bytes
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.ends_with(b"\n"))
+        .filter_map(|l| {
+            let stream = match l.first()? {
+                b'o' => Stream::Stdout,
+                b'e' => Stream::Stderr,
+                _ => return None,
+            };
+            let rest = l.get(2..)?;
+            let space = rest.iter().position(|&b| b == b' ')?;
+            let at_ms = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+            Some(LogRecord {
+                stream,
+                at_ms,
+                line: rest[space + 1..].to_vec(),
+            })
+        })
+        .collect()
+}
+
+struct JobReporter {
+    store: Arc<RunStore>,
+    bus: Bus,
+    run: RunRecord,
+    job: String,
+    log: Arc<Log>,
+}
+
+impl Reporter for JobReporter {
+    fn started(&self, executor_id: &str) {
+        if let Err(e) = self.store.update_job(
+            &self.run,
+            &self.job,
+            &JobUpdate {
+                executor_id: Some(executor_id),
+                ..JobUpdate::default()
+            },
+        ) {
+            tracing::error!("cannot record executor id: {e}");
+        }
+    }
+
+    fn log(&self, stream: Stream, bytes: &[u8]) {
+        self.log.write(stream, bytes);
+        if !self.bus.is_empty() {
+            self.bus.send(&Event::Log {
+                run: self.run.name.clone(),
+                job: self.job.clone(),
+                stream,
+                text: String::from_utf8_lossy(bytes).into_owned(),
+            });
+        }
+    }
+
+    fn note(&self, message: &str) {
+        self.bus.send(&Event::Note {
+            run: self.run.name.clone(),
+            job: self.job.clone(),
+            message: message.to_owned(),
+        });
+    }
+}

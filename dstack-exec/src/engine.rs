@@ -1,0 +1,550 @@
+//! The engine: one project's runs, from submission to logs, tags and artifacts. The CLI and the
+//! Python bindings are thin layers over it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dstack_core::run::store::JobUpdate;
+use dstack_core::run::{
+    JobStatus, LogRecord, RunError, RunOptions, RunRecord, RunStatus, RunStore, RunSummary,
+    Scheduler, StoreError, Subscriber, artifacts, default_state_dir, parse_log,
+};
+use dstack_core::{Overrides, Project};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ExecutorKind, select};
+
+/// What can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The project's files have problems.
+    #[error(transparent)]
+    Config(#[from] dstack_core::Error),
+    /// Running failed around the jobs.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The run store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The executor cannot be used.
+    #[error("{}{}", .0.message, .0.help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
+    Executor(#[from] dstack_core::run::ExecutorError),
+    /// A file could not be read or written.
+    #[error("`{}`: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request that cannot be honoured.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A run just recorded, ready to be driven.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The run.
+    pub run: RunRecord,
+    /// Warnings about the plan on this executor (images ignored...).
+    pub warnings: Vec<String>,
+    /// Notes: how variables were matched, which executor was chosen.
+    pub notes: Vec<String>,
+}
+
+/// One artifact folder of a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Artifact {
+    /// The job that produced it.
+    pub job: String,
+    /// Its path relative to the job's working directory.
+    pub path: String,
+    /// Where it is stored.
+    pub stored: PathBuf,
+    /// How many files it holds.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The job.
+    pub job: String,
+    /// The record.
+    pub record: LogRecord,
+}
+
+/// A project's runs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    root: PathBuf,
+    store: Arc<RunStore>,
+}
+
+impl Engine {
+    /// Opens the run store of the project at `root` (`DSTACK_STATE_DIR`, or
+    /// `<root>/.dstack/state`).
+    ///
+    /// # Errors
+    /// When the store cannot be opened.
+    pub fn open(root: impl AsRef<Path>) -> Result<Engine, EngineError> {
+        let root = root.as_ref().to_path_buf();
+        let dir = default_state_dir(&root);
+        Engine::with_state_dir(root, dir)
+    }
+
+    /// Opens the run store in `state_dir` for the project at `root`.
+    ///
+    /// # Errors
+    /// When the store cannot be opened.
+    pub fn with_state_dir(
+        root: impl Into<PathBuf>,
+        state_dir: impl AsRef<Path>,
+    ) -> Result<Engine, EngineError> {
+        Ok(Engine {
+            root: root.into(),
+            store: Arc::new(RunStore::open(state_dir)?),
+        })
+    }
+
+    /// The project's root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The run store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<RunStore> {
+        &self.store
+    }
+
+    /// Loads the project, plans `workflow`, checks the plan against the executor and records a
+    /// new run.
+    ///
+    /// # Errors
+    /// Problems in the project's files, an executor that cannot be used or cannot run the
+    /// plan, tags that do not resolve.
+    pub fn submit(
+        &self,
+        workflow: &str,
+        overrides: &Overrides,
+        kind: ExecutorKind,
+    ) -> Result<Submission, EngineError> {
+        let project = Project::load(&self.root)?;
+        let plan = project.plan(workflow, overrides)?;
+        let selected = select(kind)?;
+        let scheduler = Scheduler::new(
+            self.store.clone(),
+            selected.executor,
+            &self.root,
+            Vec::new(),
+        );
+        let mut warnings: Vec<String> = plan.warnings.warnings().map(ToString::to_string).collect();
+        warnings.extend(scheduler.check(&plan)?);
+        let run = scheduler.submit(&plan, overrides.to_json())?;
+        let mut notes = plan.notes.clone();
+        notes.extend(selected.note);
+        Ok(Submission {
+            run,
+            warnings,
+            notes,
+        })
+    }
+
+    /// The run called `name`.
+    ///
+    /// # Errors
+    /// When there is none.
+    pub fn run(&self, name: &str) -> Result<RunRecord, EngineError> {
+        Ok(self.store.run(name)?)
+    }
+
+    /// Drives `run` (a new one, or one to resume) until it ends or `cancel` fires; `hurry`
+    /// makes cancelled jobs die at once.
+    ///
+    /// # Errors
+    /// When the store, the executor or the project fail around the jobs.
+    pub async fn drive(
+        &self,
+        run: &RunRecord,
+        options: &RunOptions,
+        subscribers: Vec<Subscriber>,
+        cancel: CancellationToken,
+        hurry: CancellationToken,
+    ) -> Result<RunSummary, EngineError> {
+        let kind: ExecutorKind = run.executor.parse()?;
+        let executor = select(kind)?.executor;
+        let scheduler = Scheduler::new(
+            self.store.clone(),
+            executor.clone(),
+            &self.root,
+            subscribers,
+        );
+        let hurrier = tokio::spawn({
+            let executor = executor.clone();
+            async move {
+                hurry.cancelled().await;
+                executor.hurry();
+            }
+        });
+        let result = scheduler.drive(run, options, cancel).await;
+        hurrier.abort();
+        Ok(result?)
+    }
+
+    /// Checks that `run` can be resumed: it has jobs that did not succeed and no live process
+    /// drives it.
+    ///
+    /// # Errors
+    /// A finished run with nothing to do, or one still being driven.
+    pub fn resumable(&self, name: &str) -> Result<RunRecord, EngineError> {
+        let run = self.store.run(name)?;
+        if run.status == RunStatus::Done {
+            return Err(RunError::NothingToResume {
+                run: run.name,
+                status: run.status,
+            }
+            .into());
+        }
+        if let Some(pid) = run.driver_pid.filter(|&p| alive(p))
+            && !run.status.is_finished()
+            && pid != std::process::id()
+        {
+            return Err(RunError::AlreadyDriven { run: run.name, pid }.into());
+        }
+        Ok(run)
+    }
+
+    /// Stops a run: signals the process that drives it and waits up to `wait` for it to end.
+    /// A run whose driver died is cleaned up here: what it left running is killed and its
+    /// unfinished jobs are marked stopped. With `abort`, the run ends `aborted`.
+    ///
+    /// # Errors
+    /// An unknown or finished run, or a store failure.
+    pub fn stop(&self, name: &str, abort: bool, wait: Duration) -> Result<RunRecord, EngineError> {
+        let run = self.store.run(name)?;
+        if run.status.is_finished() {
+            return Err(EngineError::Invalid(format!(
+                "run `{}` has already ended ({})",
+                run.name, run.status
+            )));
+        }
+        let status = if abort {
+            RunStatus::Aborting
+        } else {
+            RunStatus::Stopping
+        };
+        self.store.set_run_status(
+            &run,
+            status,
+            Some(if abort {
+                "aborted by the user"
+            } else {
+                "stopped by the user"
+            }),
+        )?;
+        match run.driver_pid.filter(|&p| alive(p)) {
+            Some(pid) => {
+                let _ = kill(
+                    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                    Signal::SIGTERM,
+                );
+                let deadline = Instant::now() + wait;
+                loop {
+                    let now = self.store.run(name)?;
+                    if now.status.is_finished() || Instant::now() >= deadline {
+                        return Ok(now);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            None => {
+                // The driver is gone: clean up after it.
+                let jobs = self.store.jobs(&run)?;
+                let ids: Vec<String> = jobs
+                    .iter()
+                    .filter(|j| !j.status.is_finished())
+                    .filter_map(|j| j.executor_id.clone())
+                    .collect();
+                if !ids.is_empty() {
+                    let kind: ExecutorKind = run.executor.parse()?;
+                    let executor = select(kind)?.executor;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|source| EngineError::Io {
+                            path: self.root.clone(),
+                            source,
+                        })?;
+                    runtime.block_on(executor.reap(&ids))?;
+                }
+                let job_status = if abort {
+                    JobStatus::Aborted
+                } else {
+                    JobStatus::Stopped
+                };
+                for job in jobs.iter().filter(|j| !j.status.is_finished()) {
+                    let (status, reason) = if job.status == JobStatus::Submitted {
+                        (JobStatus::Skipped, "the run was stopped")
+                    } else {
+                        (job_status, "stopped by the user")
+                    };
+                    self.store.update_job(
+                        &run,
+                        &job.job_id,
+                        &JobUpdate {
+                            status: Some(status),
+                            reason: Some(reason),
+                            finished: true,
+                            ..JobUpdate::default()
+                        },
+                    )?;
+                }
+                let final_status = if abort {
+                    RunStatus::Aborted
+                } else {
+                    RunStatus::Stopped
+                };
+                self.store.set_run_status(&run, final_status, None)?;
+                self.store.set_driver(&run, None)?;
+                Ok(self.store.run(name)?)
+            }
+        }
+    }
+
+    /// Deletes every finished run that has no tag; returns their names.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn prune(&self) -> Result<Vec<String>, EngineError> {
+        let mut pruned = Vec::new();
+        for run in self.store.runs(true)? {
+            if run.status.is_finished() && run.tags.is_empty() {
+                self.store.delete_run(&run)?;
+                pruned.push(run.name);
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// The saved artifacts of a run.
+    ///
+    /// # Errors
+    /// An unknown run, or a store failure.
+    pub fn artifacts(&self, name: &str) -> Result<Vec<Artifact>, EngineError> {
+        let run = self.store.run(name)?;
+        let plan = self.store.plan(&run)?;
+        let jobs = self.store.jobs(&run)?;
+        let mut out = Vec::new();
+        for job in jobs.iter().filter(|j| j.status == JobStatus::Done) {
+            let Some(spec) = plan.job(&job.job_id) else {
+                continue;
+            };
+            let dir = self.store.artifacts_dir(&run.name, &job.job_id);
+            for path in &spec.artifacts {
+                let stored = dir.join(path);
+                let (files, bytes) = size_of(&stored);
+                out.push(Artifact {
+                    job: job.job_id.clone(),
+                    path: path.clone(),
+                    stored,
+                    files,
+                    bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies a run's artifacts into `dest/JOB/PATH`; returns the folders written.
+    ///
+    /// # Errors
+    /// An unknown run, an artifact missing from the store, or a copy failure.
+    pub fn export_artifacts(&self, name: &str, dest: &Path) -> Result<Vec<PathBuf>, EngineError> {
+        let mut written = Vec::new();
+        for a in self.artifacts(name)? {
+            if !a.stored.exists() {
+                return Err(EngineError::Invalid(format!(
+                    "artifact `{}` of job `{}` is missing from the artifact store (`{}`)",
+                    a.path,
+                    a.job,
+                    a.stored.display()
+                )));
+            }
+            let to = dest.join(a.job.replace('/', "__")).join(&a.path);
+            if to.exists() {
+                return Err(EngineError::Invalid(format!(
+                    "`{}` already exists; choose an empty --output folder",
+                    to.display()
+                )));
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            artifacts::link_tree(&a.stored, &to, false).map_err(|source| EngineError::Io {
+                path: to.clone(),
+                source,
+            })?;
+            written.push(to);
+        }
+        Ok(written)
+    }
+
+    /// The log lines of a run (of one workflow's jobs when `workflow` is given), written at or
+    /// after `since_ms`, in time order.
+    ///
+    /// # Errors
+    /// An unknown run or workflow, or an unreadable log.
+    pub fn logs(
+        &self,
+        name: &str,
+        workflow: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<LogLine>, EngineError> {
+        let mut cursor = LogCursor::new(self, name, workflow)?;
+        let mut lines = cursor.read_new()?;
+        if let Some(since) = since_ms {
+            lines.retain(|l| l.record.at_ms >= since);
+        }
+        Ok(lines)
+    }
+
+    /// Follows a run's logs: calls `on_line` for every line, old and new, until the run ends
+    /// (or `cancel` fires).
+    ///
+    /// # Errors
+    /// As [`Engine::logs`].
+    pub fn follow_logs(
+        &self,
+        name: &str,
+        workflow: Option<&str>,
+        cancel: &CancellationToken,
+        mut on_line: impl FnMut(&LogLine),
+    ) -> Result<RunRecord, EngineError> {
+        let mut cursor = LogCursor::new(self, name, workflow)?;
+        loop {
+            let finished = self.store.run(name)?.status.is_finished();
+            for line in cursor.read_new()? {
+                on_line(&line);
+            }
+            if finished || cancel.is_cancelled() {
+                return Ok(self.store.run(name)?);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reads the new complete records of a run's log files.
+struct LogCursor {
+    files: Vec<(String, PathBuf, usize)>,
+}
+
+impl LogCursor {
+    fn new(engine: &Engine, name: &str, workflow: Option<&str>) -> Result<LogCursor, EngineError> {
+        let run = engine.store.run(name)?;
+        let jobs = engine.store.jobs(&run)?;
+        if let Some(w) = workflow
+            && !jobs.iter().any(|j| j.workflow == w)
+        {
+            let names: Vec<&str> = jobs.iter().map(|j| j.workflow.as_str()).collect();
+            let hint = dstack_core::diag::did_you_mean(w, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(EngineError::Invalid(format!(
+                "run `{name}` has no workflow `{w}`{hint}"
+            )));
+        }
+        Ok(LogCursor {
+            files: jobs
+                .iter()
+                .filter(|j| workflow.is_none_or(|w| j.workflow == w))
+                .map(|j| {
+                    (
+                        j.job_id.clone(),
+                        engine.store.log_path(&run.name, &j.job_id),
+                        0,
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    fn read_new(&mut self) -> Result<Vec<LogLine>, EngineError> {
+        use std::io::{Read as _, Seek as _};
+        let mut out = Vec::new();
+        for (job, path, offset) in &mut self.files {
+            let mut file = match std::fs::File::open(&*path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(EngineError::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            };
+            file.seek(std::io::SeekFrom::Start(*offset as u64))
+                .map_err(|source| EngineError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(|source| EngineError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            // Only complete lines; a partial last line is read next time.
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            *offset += complete;
+            out.extend(
+                parse_log(&bytes[..complete])
+                    .into_iter()
+                    .map(|record| LogLine {
+                        job: job.clone(),
+                        record,
+                    }),
+            );
+        }
+        out.sort_by_key(|l| l.record.at_ms);
+        Ok(out)
+    }
+}
+
+fn size_of(path: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else {
+            files += 1;
+            bytes += meta.len();
+        }
+    }
+    (files, bytes)
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
