@@ -43,7 +43,7 @@ pub struct LocalExecutor {
 impl Default for LocalExecutor {
     fn default() -> Self {
         LocalExecutor {
-            shell: "sh".to_owned(),
+            shell: find_shell(),
             grace: GRACE,
             hurry: CancellationToken::new(),
         }
@@ -256,6 +256,18 @@ async fn pump(stream: impl AsyncRead + Unpin, which: Stream, reporter: Arc<dyn R
 }
 
 use tokio::io::AsyncReadExt as _;
+
+/// `sh` resolved once through `PATH` (a long `PATH` costs a failed `execve` per entry and
+/// job otherwise); `/bin/sh` when it is not found.
+fn find_shell() -> String {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("sh"))
+                .find(|candidate| candidate.is_file())
+        })
+        .map_or_else(|| "/bin/sh".to_owned(), |p| p.to_string_lossy().into_owned())
+}
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot).
 fn process_start_time(pid: i32) -> Option<u64> {

@@ -7,7 +7,7 @@
 //! stops running jobs, waits for them, and records the run as stopped. [`Scheduler::drive`]
 //! also resumes a run: jobs that succeeded are kept, the others run again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -430,51 +430,54 @@ impl Scheduler {
         let stop = cancel.child_token();
         let parallelism = options.parallelism.max(1);
         let mut running: JoinSet<(String, JobStatus)> = JoinSet::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
         let mut failed = false;
 
+        // Ready queue by dependency counts: O(jobs + edges) for the whole run.
+        let index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+        let mut waiting = vec![0usize; plan.jobs.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); plan.jobs.len()];
+        for (i, job) in plan.jobs.iter().enumerate() {
+            for dep in &job.depends_on {
+                if let Some(&d) = index.get(dep.as_str()) {
+                    dependents[d].push(i);
+                    if !state[dep].succeeded() {
+                        waiting[i] += 1;
+                    }
+                }
+            }
+        }
+        let mut ready: std::collections::VecDeque<usize> = (0..plan.jobs.len())
+            .filter(|&i| state[&plan.jobs[i].id] == JobStatus::Submitted && waiting[i] == 0)
+            .collect();
         for job in &plan.jobs {
             if state[&job.id] == JobStatus::Submitted {
                 self.emit_status(run, &job.id, JobStatus::Submitted, 1, None);
             }
         }
         loop {
-            if !stop.is_cancelled() {
-                for job in &plan.jobs {
-                    if running.len() >= parallelism {
-                        break;
-                    }
-                    if state[&job.id] != JobStatus::Submitted || in_flight.contains(&job.id) {
-                        continue;
-                    }
-                    let ready = job.depends_on.iter().all(|d| {
-                        if d.contains(':') {
-                            return true;
-                        }
-                        state.get(d).is_some_and(|s| s.succeeded())
-                    });
-                    if !ready {
-                        continue;
-                    }
-                    let inputs = self.inputs(run, plan, job, reuse);
-                    let task = JobTask {
-                        store: self.store.clone(),
-                        executor: self.executor.clone(),
-                        bus: self.bus.clone(),
-                        run: run.clone(),
-                        job: job.clone(),
-                        inputs,
-                        files: files.clone(),
-                        options: options.clone(),
-                        cancel: stop.child_token(),
-                    };
-                    in_flight.insert(job.id.clone());
-                    running.spawn(async move {
-                        let id = task.job.id.clone();
-                        let status = task.run().await;
-                        (id, status)
-                    });
+            while running.len() < parallelism && !stop.is_cancelled() {
+                let Some(i) = ready.pop_front() else { break };
+                let job = &plan.jobs[i];
+                if state[&job.id] != JobStatus::Submitted {
+                    continue;
                 }
+                let inputs = self.inputs(run, plan, job, reuse);
+                let task = JobTask {
+                    store: self.store.clone(),
+                    executor: self.executor.clone(),
+                    bus: self.bus.clone(),
+                    run: run.clone(),
+                    job: job.clone(),
+                    inputs,
+                    files: files.clone(),
+                    options: options.clone(),
+                    cancel: stop.child_token(),
+                };
+                running.spawn(async move {
+                    let id = task.job.id.clone();
+                    let status = task.run().await;
+                    (id, status)
+                });
             }
             let Some(done) = running.join_next().await else {
                 break;
@@ -491,8 +494,15 @@ impl Scheduler {
                     });
                 }
             };
-            in_flight.remove(&id);
             state.insert(id.clone(), status);
+            if status.succeeded() {
+                for &d in &dependents[index[id.as_str()]] {
+                    waiting[d] -= 1;
+                    if waiting[d] == 0 && state[&plan.jobs[d].id] == JobStatus::Submitted {
+                        ready.push_back(d);
+                    }
+                }
+            }
             if status == JobStatus::Failed {
                 failed = true;
                 if options.keep_going {
@@ -724,27 +734,28 @@ impl JobTask {
             }
         };
         let mut attempt = 1;
+        // Each state change is a write to the store: only the ones that tell something are
+        // recorded (`downloading` when there are inputs to hand over, `running` when the
+        // executor has started the job, `uploading` when there are artifacts to save).
+        let has_inputs = !self.inputs.is_empty() || self.job.download.is_some();
         loop {
-            self.update(&JobUpdate {
-                status: Some(JobStatus::Downloading),
-                attempts: Some(attempt),
-                started: true,
-                ..JobUpdate::default()
-            });
-            self.status(JobStatus::Downloading, attempt, None);
+            if has_inputs {
+                self.update(&JobUpdate {
+                    status: Some(JobStatus::Downloading),
+                    attempts: Some(attempt),
+                    ..JobUpdate::default()
+                });
+                self.status(JobStatus::Downloading, attempt, None);
+            }
             if let Err(reason) = self.prepare_tree(&tree).await {
                 return self.fail(attempt, &reason);
             }
-            self.update(&JobUpdate {
-                status: Some(JobStatus::Running),
-                ..JobUpdate::default()
-            });
-            self.status(JobStatus::Running, attempt, None);
             let reporter: Arc<dyn Reporter> = Arc::new(JobReporter {
                 store: self.store.clone(),
                 bus: self.bus.clone(),
                 run: self.run.clone(),
                 job: self.job.id.clone(),
+                attempt,
                 log: log.clone(),
             });
             let request = JobRequest {
@@ -758,16 +769,18 @@ impl JobTask {
             log.flush();
             match outcome {
                 JobOutcome::Succeeded => {
-                    self.update(&JobUpdate {
-                        status: Some(JobStatus::Uploading),
-                        exit_code: Some(0),
-                        ..JobUpdate::default()
-                    });
-                    self.status(JobStatus::Uploading, attempt, None);
+                    if !self.job.artifacts.is_empty() {
+                        self.update(&JobUpdate {
+                            status: Some(JobStatus::Uploading),
+                            ..JobUpdate::default()
+                        });
+                        self.status(JobStatus::Uploading, attempt, None);
+                    }
                     match self.save_artifacts(&tree).await {
                         Ok(()) => {
                             self.update(&JobUpdate {
                                 status: Some(JobStatus::Done),
+                                exit_code: Some(0),
                                 finished: true,
                                 ..JobUpdate::default()
                             });
@@ -1016,21 +1029,29 @@ struct JobReporter {
     bus: Bus,
     run: RunRecord,
     job: String,
+    attempt: u32,
     log: Arc<Log>,
 }
 
 impl Reporter for JobReporter {
     fn started(&self, executor_id: &str) {
-        if let Err(e) = self.store.update_job(
-            &self.run,
-            &self.job,
-            &JobUpdate {
-                executor_id: Some(executor_id),
-                ..JobUpdate::default()
-            },
-        ) {
-            tracing::error!("cannot record executor id: {e}");
+        let update = JobUpdate {
+            status: Some(JobStatus::Running),
+            attempts: Some(self.attempt),
+            executor_id: Some(executor_id),
+            started: true,
+            ..JobUpdate::default()
+        };
+        if let Err(e) = self.store.update_job(&self.run, &self.job, &update) {
+            tracing::error!("cannot record that job `{}` started: {e}", self.job);
         }
+        self.bus.send(&Event::JobStatus {
+            run: self.run.name.clone(),
+            job: self.job.clone(),
+            status: JobStatus::Running,
+            attempt: self.attempt,
+            detail: None,
+        });
     }
 
     fn log(&self, stream: Stream, bytes: &[u8]) {
