@@ -412,6 +412,7 @@ impl Project {
         let mut sink = Sink::new(&self.files.workflows, diags);
         let mut graph =
             petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(self.workflows.len(), 0);
+        let mut suggestions = crate::diag::SUGGESTIONS_PER_KIND;
         for (i, wf) in self.workflows.iter().enumerate() {
             graph.add_node(i);
             for dep in &wf.depends_on {
@@ -430,10 +431,15 @@ impl Project {
                         graph.add_edge(i, j, ());
                     }
                     None => {
-                        let hint = did_you_mean(
-                            &dep.workflow,
-                            self.workflows.iter().map(|w| w.name.as_str()),
-                        );
+                        let hint = if suggestions > 0 {
+                            suggestions -= 1;
+                            did_you_mean(
+                                &dep.workflow,
+                                self.workflows.iter().map(|w| w.name.as_str()),
+                            )
+                        } else {
+                            None
+                        };
                         sink.error(
                             dep.pos,
                             Code::UnknownDependency,
@@ -447,7 +453,9 @@ impl Project {
                 }
             }
         }
-        for scc in petgraph::algo::tarjan_scc(&graph) {
+        // Kosaraju's algorithm in petgraph is iterative: a chain of any length cannot
+        // overflow the stack (its Tarjan is recursive).
+        for scc in petgraph::algo::kosaraju_scc(&graph) {
             if scc.len() < 2 {
                 continue;
             }
@@ -808,6 +816,8 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
         }
     };
     let mut out: Vec<Dependency> = Vec::with_capacity(items.len());
+    // Workflow name -> index in `out`, so long lists stay linear.
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for item in items {
         let Some(s) = item.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
             sink.error(item.pos, Code::Type, format!("items of `depends-on` in workflow `{workflow}` must be workflow names, found {}", item.type_name()));
@@ -840,10 +850,8 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             tag: tag.map(str::to_owned),
             pos: item.pos,
         };
-        if out
-            .iter()
-            .any(|d| d.workflow == dep.workflow && d.tag == dep.tag)
-        {
+        let earlier = seen.get(&dep.workflow).map(|&i| &out[i]);
+        if earlier.is_some_and(|d| d.tag == dep.tag) {
             sink.warning(
                 item.pos,
                 Code::DuplicateKey,
@@ -854,7 +862,7 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             );
             continue;
         }
-        if out.iter().any(|d| d.workflow == dep.workflow) {
+        if earlier.is_some() {
             sink.error(
                 item.pos,
                 Code::DuplicateKey,
@@ -866,6 +874,7 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             .help("keep either the workflow (run it now) or one tagged run");
             continue;
         }
+        seen.insert(dep.workflow.clone(), out.len());
         out.push(dep);
     }
     out

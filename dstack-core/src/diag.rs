@@ -298,14 +298,29 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// The longest name for which suggestions are computed (Jaro-Winkler is quadratic in the
+/// length of the names compared).
+const SUGGEST_MAX_LEN: usize = 64;
+
+/// The most suggestions one load or plan computes for a kind of problem (each compares a name
+/// with every candidate); later problems of that kind are reported without one.
+pub(crate) const SUGGESTIONS_PER_KIND: usize = 32;
+
 /// The closest candidate to `name` by edit distance, if one is close enough to be a typo.
+/// Names and candidates longer than 64 characters are not compared.
 #[must_use]
 pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    if name.len() > SUGGEST_MAX_LEN {
+        return None;
+    }
     let mut best: Option<(f64, &'a str)> = None;
     for candidate in candidates {
+        if candidate.len() > SUGGEST_MAX_LEN {
+            continue;
+        }
         let score = strsim::jaro_winkler(name, candidate);
         if score >= 0.8 && best.is_none_or(|(b, _)| score > b) {
             best = Some((score, candidate));

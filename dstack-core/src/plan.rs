@@ -16,7 +16,7 @@ use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
 use crate::error::Error;
 use crate::params::Params;
 use crate::resources::{Resources, format_bytes};
-use crate::variables::{Overrides, ResolvedOverrides, Substitution, env_name};
+use crate::variables::{Budget, Overrides, ResolvedOverrides, Substitution, env_name};
 use crate::yaml::{Node, NodeKind, ScalarValue};
 
 /// A file to download (the `curl` provider's job).
@@ -111,8 +111,9 @@ impl Project {
         let mut diags = Vec::new();
         let mut jobs = Vec::new();
         let mut jobs_of: HashMap<usize, Vec<String>> = HashMap::with_capacity(order.len());
+        let mut budget = Budget::default();
         for &i in &order {
-            let made = self.materialise(i, &resolved, &jobs_of, true, &mut diags);
+            let made = self.materialise(i, &resolved, &jobs_of, true, &mut budget, &mut diags);
             jobs_of.insert(i, made.iter().map(|j| j.id.clone()).collect());
             jobs.extend(made);
         }
@@ -160,8 +161,9 @@ impl Project {
 
     fn check_all(&self, resolved: &ResolvedOverrides, diags: &mut Vec<Diagnostic>) {
         let none = HashMap::new();
+        let mut budget = Budget::default();
         for i in 0..self.workflows.len() {
-            self.materialise(i, resolved, &none, false, diags);
+            self.materialise(i, resolved, &none, false, &mut budget, diags);
         }
     }
 
@@ -205,6 +207,7 @@ impl Project {
         resolved: &ResolvedOverrides,
         jobs_of: &HashMap<usize, Vec<String>>,
         planning: bool,
+        budget: &mut Budget,
         diags: &mut Vec<Diagnostic>,
     ) -> Vec<JobSpec> {
         let wf = &self.workflows[i];
@@ -215,6 +218,7 @@ impl Project {
             source: self.workflows_source.as_deref(),
             variables_path: &self.files.variables,
             origins: Vec::new(),
+            budget,
         };
         let params = substitution.entries(&wf.params, &mut Sink::new(&self.files.workflows, diags));
         let provider_name = wf.provider.name();

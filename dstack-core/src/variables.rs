@@ -425,12 +425,45 @@ pub(crate) struct Substitution<'a> {
     pub variables_path: &'a std::path::Path,
     /// `(position of the substituted value, where its variable's value comes from)`.
     pub origins: Vec<(Pos, String)>,
+    /// What the substitutions of one load or plan may still produce.
+    pub budget: &'a mut Budget,
+}
+
+/// Bounds on the work substitution does for one load or plan, so that a small file cannot make
+/// gigabytes of text or minutes of suggestions.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    /// Bytes of text that substitutions may still insert.
+    pub bytes: usize,
+    /// "Did you mean" suggestions still to compute for undefined variables.
+    pub suggestions: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            bytes: 16 * 1024 * 1024,
+            suggestions: crate::diag::SUGGESTIONS_PER_KIND,
+        }
+    }
+}
+
+/// The bytes of text in a node.
+fn text_bytes(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar(s) => s.text.len(),
+        NodeKind::Seq(items) => items.iter().map(text_bytes).sum(),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .map(|e| e.key.text.len() + text_bytes(&e.value))
+            .sum(),
+    }
 }
 
 const OPEN: &str = "${{";
 const CLOSE: &str = "}}";
 
-impl Substitution<'_> {
+impl<'a> Substitution<'a> {
     /// Substitutes the values of a mapping's entries (keys are never substituted).
     pub(crate) fn entries(&mut self, entries: &[Entry], sink: &mut Sink<'_>) -> Vec<Entry> {
         entries
@@ -455,6 +488,29 @@ impl Substitution<'_> {
                 kind: NodeKind::Map(self.entries(entries, sink)),
             },
         }
+    }
+
+    /// Takes `bytes` from the budget; reports and returns false when it is spent.
+    fn spend(&mut self, bytes: usize, pos: Pos, sink: &mut Sink<'_>) -> bool {
+        if bytes <= self.budget.bytes {
+            self.budget.bytes -= bytes;
+            return true;
+        }
+        if self.budget.bytes != usize::MAX {
+            sink.error(
+                pos,
+                Code::Limit,
+                format!(
+                    "substituting variables in workflow `{}` makes more than {} MiB of text; refusing",
+                    self.workflow,
+                    Budget::default().bytes >> 20
+                ),
+            )
+            .help("a variable holds a large value that is used many times");
+            // Report the limit once.
+            self.budget.bytes = usize::MAX;
+        }
+        false
     }
 
     fn origin(&mut self, pos: Pos, name: &str, value: &Node) {
@@ -510,6 +566,11 @@ impl Substitution<'_> {
             let inner = &text[OPEN.len()..text.len() - CLOSE.len()];
             return match self.lookup(inner) {
                 Ok((name, value)) => {
+                    if self.budget.bytes == usize::MAX
+                        || !self.spend(text_bytes(value), node.pos, sink)
+                    {
+                        return poisoned(node, s);
+                    }
                     let value = value.clone();
                     self.origin(node.pos, &name, &value);
                     relocated(&value, node.pos)
@@ -542,6 +603,11 @@ impl Substitution<'_> {
             match self.lookup(inner) {
                 Ok((name, value)) => match &value.kind {
                     NodeKind::Scalar(v) => {
+                        if self.budget.bytes == usize::MAX
+                            || !self.spend(v.text.len(), node.pos, sink)
+                        {
+                            return poisoned(node, s);
+                        }
                         if v.value != ScalarValue::Null {
                             out.push_str(&v.text);
                         }
@@ -580,7 +646,7 @@ impl Substitution<'_> {
         }
     }
 
-    fn lookup(&self, inner: &str) -> Result<(String, &Node), Lookup> {
+    fn lookup(&mut self, inner: &str) -> Result<(String, &'a Node), Lookup> {
         let name = inner.trim();
         if name.is_empty() {
             return Err(Lookup::Empty);
@@ -589,12 +655,21 @@ impl Substitution<'_> {
         if !valid_variable_name(name) {
             return Err(Lookup::NotAName(name.to_owned()));
         }
-        match self.vars.get(name) {
+        let vars = self.vars;
+        match vars.get(name) {
             Some(v) => Ok((name.to_owned(), v)),
-            None => Err(Lookup::Unknown {
-                name: name.to_owned(),
-                hint: did_you_mean(name, self.vars.keys().map(String::as_str)).map(str::to_owned),
-            }),
+            None => {
+                let hint = if self.budget.suggestions > 0 {
+                    self.budget.suggestions -= 1;
+                    did_you_mean(name, vars.keys().map(String::as_str)).map(str::to_owned)
+                } else {
+                    None
+                };
+                Err(Lookup::Unknown {
+                    name: name.to_owned(),
+                    hint,
+                })
+            }
         }
     }
 }
@@ -722,12 +797,14 @@ mod tests {
         };
         let path: Arc<Path> = Path::new("w.yaml").into();
         let mut out = Vec::new();
+        let mut budget = Budget::default();
         let mut sub = Substitution {
             vars: &vars,
             workflow: "train",
             source: None,
             variables_path: Path::new("v.yaml"),
             origins: Vec::new(),
+            budget: &mut budget,
         };
         let n = sub.node(&node, &mut Sink::new(&path, &mut out));
         (n, out)

@@ -439,6 +439,7 @@ enum Frame {
         key: Option<Key>,
         merges: Vec<Node>,
         size: usize,
+        index: Option<HashMap<String, usize>>,
     },
 }
 
@@ -553,8 +554,11 @@ impl Builder {
                     pos,
                     kind: NodeKind::Scalar(scalar),
                 };
-                self.count(1, pos, sink)?;
-                self.finish(node, anchor, 1, sink)?;
+                // A scalar costs one node per 64 bytes of text too, so that aliases of long
+                // strings count for what they copy.
+                let cost = 1 + text_len(&node) / 64;
+                self.count(cost, pos, sink)?;
+                self.finish(node, anchor, cost, sink)?;
             }
             Event::SequenceStart(anchor, _) => {
                 self.open(pos, sink)?;
@@ -574,6 +578,7 @@ impl Builder {
                     key: None,
                     merges: Vec::new(),
                     size: 1,
+                    index: None,
                 });
             }
             Event::SequenceEnd => {
@@ -697,6 +702,7 @@ impl Builder {
                 key,
                 merges,
                 size: total,
+                index,
                 ..
             }) => match key.take() {
                 None => {
@@ -718,9 +724,24 @@ impl Builder {
                 }
                 Some(k) => {
                     *total += size + 1;
+                    // Small mappings are scanned; large ones get a hash index, so a mapping
+                    // of any size loads in linear time.
+                    if index.is_none() && entries.len() >= 16 {
+                        *index = Some(
+                            entries
+                                .iter()
+                                .enumerate()
+                                .map(|(i, e)| (e.key.text.clone(), i))
+                                .collect(),
+                        );
+                    }
+                    let earlier = match index {
+                        Some(index) => index.get(&k.text).map(|&i| &entries[i]),
+                        None => entries.iter().find(|e| e.key.text == k.text),
+                    };
                     if k.text == "<<" {
                         merges.push(node);
-                    } else if let Some(first) = entries.iter().find(|e| e.key.text == k.text) {
+                    } else if let Some(first) = earlier {
                         sink.error(
                             k.pos,
                             Code::DuplicateKey,
@@ -731,6 +752,9 @@ impl Builder {
                             k.text, first.key.pos.line
                         ));
                     } else {
+                        if let Some(index) = index {
+                            index.insert(k.text.clone(), entries.len());
+                        }
                         entries.push(Entry {
                             key: k,
                             value: node,
@@ -743,8 +767,21 @@ impl Builder {
     }
 }
 
+/// The length of a scalar's text (0 for other nodes).
+fn text_len(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar(s) => s.text.len(),
+        _ => 0,
+    }
+}
+
 /// Applies YAML merge keys (`<<: *defaults`): entries already present win.
 fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>, sink: &mut Sink<'_>) {
+    if merges.is_empty() {
+        return;
+    }
+    let mut present: std::collections::HashSet<String> =
+        entries.iter().map(|e| e.key.text.clone()).collect();
     for merge in merges {
         let sources: Vec<Node> = match merge.kind {
             NodeKind::Seq(items) => items,
@@ -757,7 +794,7 @@ fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>, sink: &mut Sink<'_>
             match source.kind {
                 NodeKind::Map(more) => {
                     for entry in more {
-                        if !entries.iter().any(|e| e.key.text == entry.key.text) {
+                        if present.insert(entry.key.text.clone()) {
                             entries.push(entry);
                         }
                     }

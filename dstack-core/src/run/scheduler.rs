@@ -433,7 +433,12 @@ impl Scheduler {
         let mut failed = false;
 
         // Ready queue by dependency counts: O(jobs + edges) for the whole run.
-        let index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.as_str(), i))
+            .collect();
         let mut waiting = vec![0usize; plan.jobs.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); plan.jobs.len()];
         for (i, job) in plan.jobs.iter().enumerate() {
@@ -559,8 +564,7 @@ impl Scheduler {
         let mut dead = vec![failed.to_owned()];
         while let Some(d) = dead.pop() {
             for job in &plan.jobs {
-                if state[&job.id] == JobStatus::Submitted && job.depends_on.contains(&d)
-                {
+                if state[&job.id] == JobStatus::Submitted && job.depends_on.contains(&d) {
                     self.skip(run, &job.id, &format!("dependency `{d}` did not succeed"))?;
                     state.insert(job.id.clone(), JobStatus::Skipped);
                     dead.push(job.id.clone());
