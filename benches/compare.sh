@@ -20,6 +20,7 @@ SIZES=${SIZES:-"1000 5000"}
 SHAPES=${SHAPES:-"chain random"}
 RUNS=${RUNS:-20}
 BASELINE_RUNS=${BASELINE_RUNS:-3}
+BASELINE_TIMEOUT=${BASELINE_TIMEOUT:-300}
 VENV=${VENV:-/tmp/bench-venv}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/dstack-compare.XXXXXX")}
 export DVC_NO_ANALYTICS=1
@@ -65,8 +66,11 @@ measure() {
         local -a shell=()
         [[ $mode == exec ]] && shell=(--shell=none)
         csv=$(mktemp "$WORK/hyperfine.XXXXXX.csv")
-        "$HYPERFINE" "${shell[@]}" --style none --runs "$runs" --warmup "$warmup" \
-            --export-csv "$csv" --command-name bench "$cmd" >/dev/null
+        if ! "$HYPERFINE" "${shell[@]}" --style none --runs "$runs" --warmup "$warmup" \
+            --export-csv "$csv" --command-name bench "$cmd" >/dev/null 2>"$WORK/hyperfine.err"; then
+            cat "$WORK/hyperfine.err" >&2
+            exit 1
+        fi
         awk -F, 'NR == 2 { printf "%s %.6f\n", $2, $5 + $6 }' "$csv"
         rm -f "$csv"
     else
@@ -107,6 +111,42 @@ check() {
     fi
 }
 
+# baseline COMMAND: prints the mean wall time of COMMAND in seconds and how many runs it is
+# the mean of, or "timeout 0" when the first run exceeds BASELINE_TIMEOUT seconds.
+baseline() {
+    local cmd=$1 start end rc=0 elapsed
+    start=$(date +%s%N)
+    timeout --kill-after=10 "$BASELINE_TIMEOUT" sh -c "$cmd" >/dev/null 2>"$WORK/baseline.err" || rc=$?
+    end=$(date +%s%N)
+    if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+        echo "timeout 0"
+        return
+    elif [[ $rc -ne 0 ]]; then
+        log "failed ($rc): $cmd"
+        tail -n 20 "$WORK/baseline.err" >&2
+        exit 1
+    fi
+    elapsed=$(awk -v t="$((end - start))" 'BEGIN { printf "%.6f", t / 1e9 }')
+    if awk -v e="$elapsed" 'BEGIN { exit !(e > 60) }' || [[ $BASELINE_RUNS -le 1 ]]; then
+        echo "$elapsed 1"
+    else
+        local measured
+        measured=$(measure shell "$BASELINE_RUNS" 0 "$cmd")
+        echo "${measured%% *} $BASELINE_RUNS"
+    fi
+}
+
+# cells SECONDS RUNS OURS: the table cells "time" and "ratio to ours" of a baseline.
+cells() {
+    if [[ $1 == timeout ]]; then
+        printf '> %s s (timed out) | > %sx\n' "$BASELINE_TIMEOUT" "$(ratio "$BASELINE_TIMEOUT" "$3")"
+    else
+        local note=""
+        [[ $2 -eq 1 ]] && note=" (1 run)"
+        printf '%s%s | %sx\n' "$(human "$1")" "$note" "$(ratio "$1" "$3")"
+    fi
+}
+
 log "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 log "timer: ${HYPERFINE:-bash loop with date +%s%N}; runs: dstack/parse-untyped $RUNS (3 warm-up), snakemake/dvc $BASELINE_RUNS (no warm-up)"
 log "snakemake: ${SNAKEMAKE:-not installed}${SNAKEMAKE:+ ($("$SNAKEMAKE" --version))}"
@@ -125,27 +165,23 @@ for n in $SIZES; do
 
         ours_cmd="$DSTACK -C $dir plan $last --format json"
         check "$ours_cmd"
-        read -r ours ours_cpu < <(measure exec "$RUNS" 3 "$ours_cmd")
+        read -r ours ours_cpu <<<"$(measure exec "$RUNS" 3 "$ours_cmd")"
         log "dstack plan: $(human "$ours")"
 
         untyped_cmd="$UNTYPED $dir"
         check "$untyped_cmd"
-        read -r untyped _ < <(measure exec "$RUNS" 3 "$untyped_cmd")
+        read -r untyped _ <<<"$(measure exec "$RUNS" 3 "$untyped_cmd")"
         log "parse-untyped: $(human "$untyped")"
 
-        snake_cell="not installed"
-        snake_ratio="-"
+        snake_cells="not installed | -"
         if [[ -n "$SNAKEMAKE" ]]; then
-            snake_cmd="$SNAKEMAKE_RUN -n --cores 1 -d '$dir' -s '$dir/Snakefile' out/$last.done >/dev/null 2>&1"
-            check "$snake_cmd"
-            read -r snake _ < <(measure shell "$BASELINE_RUNS" 0 "$snake_cmd")
-            snake_cell=$(human "$snake")
-            snake_ratio="$(ratio "$snake" "$ours")x"
-            log "snakemake -n: $snake_cell"
+            result=$(baseline "exec $SNAKEMAKE_RUN -n --cores 1 -d '$dir' -s '$dir/Snakefile' out/$last.done")
+            read -r snake snake_runs <<<"$result"
+            snake_cells=$(cells "$snake" "$snake_runs" "$ours")
+            log "snakemake -n: ${snake_cells%% |*}"
         fi
 
-        dvc_cell="not installed"
-        dvc_ratio="-"
+        dvc_cells="not installed | -"
         if [[ -n "$DVC" ]]; then
             if [[ ! -d "$dir/.dvc" ]]; then
                 (cd "$dir" && git init -q && "$DVC" init -q)
@@ -155,14 +191,15 @@ for n in $SIZES; do
             # (empty) for DVC only, and remove them afterwards so that Snakemake still sees
             # everything to do.
             mkdir -p "$dir/out"
-            for ((i = 1; i <= n; i++)); do : >"$dir/out/$(printf 'step-%05d' "$i").done"; done
-            dvc_cmd="cd '$dir' && '$DVC' repro --dry $last >/dev/null 2>&1"
-            check "$dvc_cmd"
-            read -r dvc_time _ < <(measure shell "$BASELINE_RUNS" 0 "$dvc_cmd")
+            for ((i = 1; i <= n; i++)); do
+                printf -v file 'step-%05d.done' "$i"
+                : >"$dir/out/$file"
+            done
+            result=$(baseline "cd '$dir' && exec '$DVC' repro --dry $last")
+            read -r dvc_time dvc_runs <<<"$result"
             rm -rf "$dir/out"
-            dvc_cell=$(human "$dvc_time")
-            dvc_ratio="$(ratio "$dvc_time" "$ours")x"
-            log "dvc repro --dry: $dvc_cell"
+            dvc_cells=$(cells "$dvc_time" "$dvc_runs" "$ours")
+            log "dvc repro --dry: ${dvc_cells%% |*}"
         fi
 
         # The issue's targets: 8 ms for 1,000 workflows (and fewer), 25 ms for 5,000; linear
@@ -173,7 +210,7 @@ for n in $SIZES; do
         if awk -v r="$vs_untyped" 'BEGIN { exit !(r <= 2) }'; then met2=met; else met2=missed; fi
         cpu_cell="-"
         [[ $ours_cpu != - ]] && cpu_cell=$(human "$ours_cpu")
-        rows+=("| $n | $shape | $jobs / $stages | $(human "$ours") (≤ $(human "$target"): $met) | $cpu_cell | $(human "$untyped") | ${vs_untyped}x (≤ 2x: $met2) | $snake_cell | $snake_ratio | $dvc_cell | $dvc_ratio |")
+        rows+=("| $n | $shape | $jobs / $stages | $(human "$ours") (≤ $(human "$target"): $met) | $cpu_cell | $(human "$untyped") | ${vs_untyped}x (≤ 2x: $met2) | $snake_cells | $dvc_cells |")
     done
 done
 

@@ -1,14 +1,17 @@
 //! Planning synthetic projects end to end, next to the baseline of parsing the same YAML.
 //!
 //! For each shape and n in 100, 1000, 10000, group `SHAPE/N` holds:
-//! - `plan`: `Project::from_sources` (parse, check, index) and `plan` of the last workflow
-//!   (substitute, materialise through the providers, order in stages), from the source strings;
+//! - `end_to_end`: `Project::from_sources` (parse, check, index) and `plan` of the last
+//!   workflow (substitute, materialise through the providers, order in stages), from the
+//!   source strings;
 //! - `serde_yaml_ng_value`: parsing the same two files into untyped `serde_yaml_ng::Value`s;
 //! - `saphyr_events`: iterating the raw events of saphyr-parser (the parser `dstack-core` uses)
-//!   over the same two files, i.e. the floor under any YAML loader built on it.
+//!   over the same two files, i.e. the floor under any YAML loader built on it;
+//! - the phases of `end_to_end`: `load` (`from_sources` alone), `plan` (of an already loaded
+//!   project) and `to_json` (what `dstack plan --format json` adds).
 //!
-//! Group `phases/SHAPE/N` splits `plan` into `load` (`from_sources` alone), `plan` (of an
-//! already loaded project) and `to_json` (what `dstack plan --format json` adds).
+//! The cases of one size and shape run one after the other, so that their ratios are measured
+//! under the same conditions.
 //!
 //! Run: `cargo bench -p benches --bench plan -- --warm-up-time 1 --measurement-time 3`.
 
@@ -66,7 +69,7 @@ fn texts(sources: &Sources) -> [&str; 2] {
     ]
 }
 
-fn end_to_end(c: &mut Criterion) {
+fn plan(c: &mut Criterion) {
     let overrides = Overrides::new();
     for (n, case) in cases() {
         let mut group = c.benchmark_group(&case.label);
@@ -74,7 +77,7 @@ fn end_to_end(c: &mut Criterion) {
             group.sample_size(10);
         }
         group.throughput(Throughput::Bytes(case.bytes));
-        group.bench_function("plan", |b| {
+        group.bench_function("end_to_end", |b| {
             b.iter(|| {
                 let project = load(black_box(&case.sources));
                 let plan = project
@@ -104,17 +107,6 @@ fn end_to_end(c: &mut Criterion) {
                 events
             });
         });
-        group.finish();
-    }
-}
-
-fn phases(c: &mut Criterion) {
-    let overrides = Overrides::new();
-    for (n, case) in cases() {
-        let mut group = c.benchmark_group(format!("phases/{}", case.label));
-        if n >= 10_000 {
-            group.sample_size(10);
-        }
         group.bench_function("load", |b| b.iter(|| load(black_box(&case.sources))));
         let project = load(&case.sources);
         group.bench_function("plan", |b| {
@@ -132,5 +124,5 @@ fn phases(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, end_to_end, phases);
+criterion_group!(benches, plan);
 criterion_main!(benches);

@@ -118,8 +118,15 @@ impl Executor for LocalExecutor {
         if let Some(d) = &request.job.download {
             return download::run(d, &working_dir, reporter, cancel).await;
         }
-        self.run_commands(&request, &working_dir, reporter, cancel)
-            .await
+        // Inputs are linked, not copied: check afterwards that the job left them alone.
+        let before = (!request.inputs.is_empty()).then(|| artifacts::fingerprint(&request.inputs));
+        let outcome = self
+            .run_commands(&request, &working_dir, reporter, cancel)
+            .await;
+        match before.and_then(|b| artifacts::changed(&b, &request.inputs)) {
+            Some(reason) if outcome != JobOutcome::Cancelled => JobOutcome::Failed(reason),
+            _ => outcome,
+        }
     }
 
     fn hurry(&self) {
@@ -266,7 +273,10 @@ fn find_shell() -> String {
                 .map(|dir| dir.join("sh"))
                 .find(|candidate| candidate.is_file())
         })
-        .map_or_else(|| "/bin/sh".to_owned(), |p| p.to_string_lossy().into_owned())
+        .map_or_else(
+            || "/bin/sh".to_owned(),
+            |p| p.to_string_lossy().into_owned(),
+        )
 }
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot).

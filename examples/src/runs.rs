@@ -352,6 +352,13 @@ pub fn ps(
             if !r.tags.is_empty() {
                 let _ = writeln!(out, "tags      {}", r.tags.join(", "));
             }
+            if r.orphaned {
+                let _ = writeln!(
+                    out,
+                    "driver    gone: `dstack resume {0}` finishes the run, `dstack stop {0}` ends it",
+                    r.name
+                );
+            }
             if let Some(m) = &r.message {
                 let _ = writeln!(out, "message   {m}");
             }
@@ -382,8 +389,7 @@ pub fn ps(
                     .clone()
                     .or_else(|| j.reused_from.as_ref().map(|f| format!("reused from {f}")))
                     .unwrap_or_default();
-                let _ = writeln!(
-                    out,
+                let line = format!(
                     "{:width$}  {:11}  {:4}  {:8}  {:8}  {reason}",
                     j.job_id,
                     j.status.as_str(),
@@ -391,6 +397,7 @@ pub fn ps(
                     j.attempts,
                     d
                 );
+                let _ = writeln!(out, "{}", line.trim_end());
             }
         }
         return Ok(());
@@ -426,17 +433,28 @@ pub fn ps(
     );
     for (r, jobs) in &with_jobs {
         let done = jobs.iter().filter(|j| j.status.succeeded()).count();
-        let _ = writeln!(
-            out,
+        let status = if r.orphaned {
+            format!("{}*", r.status)
+        } else {
+            r.status.to_string()
+        };
+        let line = format!(
             "{:width$}  {:wf_width$}  {:9}  {:8}  {:5}  {:10}  {:8}  {}",
             r.name,
             r.workflow,
-            r.status.as_str(),
+            status,
             r.executor,
             format!("{done}/{}", jobs.len()),
             age(r.created_at),
             duration(r),
             r.tags.join(",")
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if with_jobs.iter().any(|(r, _)| r.orphaned) {
+        let _ = writeln!(
+            out,
+            "\n* no process drives this run any more: `dstack resume RUN` finishes it, `dstack stop RUN` ends it"
         );
     }
     Ok(())

@@ -6,6 +6,10 @@
 //! copy, so gigabytes are never copied when they need not be. A job must treat its inputs as
 //! read-only (Docker mounts them read-only; the local executor shares the stored files).
 //!
+//! Stored artifact files are made read-only, so a job that does not run as root cannot change
+//! its inputs; [`fingerprint`] and [`changed`] let an executor that links inputs detect a job
+//! (running as root) that changed one anyway, and fail it with a clear message.
+//!
 //! An artifact path must stay inside the working directory, also through symlinks; a declared
 //! artifact that the job did not produce fails the job.
 
@@ -113,8 +117,85 @@ pub fn save(
                 ))
             })?;
         }
+        protect(&to).map_err(|e| error(format!("cannot make artifact `{path}` read-only: {e}")))?;
     }
     Ok(())
+}
+
+/// Removes the write permission of every file under `path` (folders stay writable, so runs
+/// can still be deleted).
+fn protect(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let files = if std::fs::symlink_metadata(path)?.is_dir() {
+        walk(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let meta = std::fs::symlink_metadata(&file)?;
+        if meta.is_file() {
+            let mode = meta.permissions().mode() & !0o222;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the stored files of some inputs look like: path, producing job, size, modification
+/// time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, String, u64, Option<std::time::SystemTime>)>);
+
+/// Records the stored files of `inputs`, to check after the job that it left them alone.
+#[must_use]
+pub fn fingerprint(inputs: &[Input]) -> Fingerprint {
+    let mut out = Vec::new();
+    for input in inputs {
+        let files = match std::fs::symlink_metadata(&input.source) {
+            Ok(m) if m.is_dir() => walk(&input.source).unwrap_or_default(),
+            Ok(_) => vec![input.source.clone()],
+            Err(_) => Vec::new(),
+        };
+        for file in files {
+            if let Ok(meta) = std::fs::symlink_metadata(&file)
+                && meta.is_file()
+            {
+                out.push((
+                    file,
+                    input.from_job.clone(),
+                    meta.len(),
+                    meta.modified().ok(),
+                ));
+            }
+        }
+    }
+    Fingerprint(out)
+}
+
+/// The first stored input file that changed since `before` was taken, as a failure.
+#[must_use]
+pub fn changed(before: &Fingerprint, inputs: &[Input]) -> Option<FailureReason> {
+    for (file, from_job, len, modified) in &before.0 {
+        let now = std::fs::symlink_metadata(file).ok();
+        let same = now
+            .as_ref()
+            .is_some_and(|m| m.len() == *len && m.modified().ok() == *modified);
+        if !same {
+            let shown = inputs
+                .iter()
+                .find_map(|i| {
+                    file.strip_prefix(&i.source)
+                        .ok()
+                        .map(|rest| Path::new(&i.path).join(rest))
+                })
+                .unwrap_or_else(|| file.clone());
+            return Some(error(format!(
+                "the job changed its input `{}` (an artifact of `{from_job}`), which is shared with the artifact store: inputs are read-only, write new files instead",
+                shown.display()
+            )));
+        }
+    }
+    None
 }
 
 /// Makes `inputs` visible in `working_dir` at their relative paths: whatever the job's tree has

@@ -194,11 +194,12 @@ impl Scheduler {
     /// As [`Scheduler::check`], or when the store fails.
     pub fn submit(&self, plan: &Plan, variables: serde_json::Value) -> Result<RunRecord, RunError> {
         self.check(plan)?;
+        let project = std::path::absolute(&self.project).unwrap_or_else(|_| self.project.clone());
         Ok(self.store.create_run(&NewRun {
             plan,
             variables,
             executor: self.executor.name(),
-            project: &self.project,
+            project: &project,
             git: None,
         })?)
     }
@@ -280,17 +281,18 @@ impl Scheduler {
         options: &RunOptions,
         cancel: CancellationToken,
     ) -> Result<RunSummary, RunError> {
-        let plan = self.store.plan(run)?;
-        let records = self.store.jobs(run)?;
+        // Work on the stored state, not the caller's copy, and claim the run atomically:
+        // of several processes resuming one run, exactly one drives it.
+        let run = &self.store.run(&run.name)?;
         if run.status == RunStatus::Done {
             return Err(RunError::NothingToResume {
                 run: run.name.clone(),
                 status: run.status,
             });
         }
-        if let Some(pid) = run
-            .driver_pid
-            .filter(|&p| p != std::process::id() && process_alive(p))
+        let me = std::process::id();
+        let seen = run.driver_pid;
+        if let Some(pid) = seen.filter(|&p| p != me && process_alive(p))
             && !run.status.is_finished()
         {
             return Err(RunError::AlreadyDriven {
@@ -298,7 +300,22 @@ impl Scheduler {
                 pid,
             });
         }
-        let reuse = self.resolve_tags(&plan)?;
+        if !self.store.claim(run, seen, me)? {
+            let pid = self.store.run(&run.name)?.driver_pid.unwrap_or(0);
+            return Err(RunError::AlreadyDriven {
+                run: run.name.clone(),
+                pid,
+            });
+        }
+        let plan = self.store.plan(run)?;
+        let records = self.store.jobs(run)?;
+        let reuse = match self.resolve_tags(&plan) {
+            Ok(reuse) => reuse,
+            Err(e) => {
+                self.store.set_driver(run, None)?;
+                return Err(e);
+            }
+        };
 
         // What a crashed driver left running is stopped before the jobs run again.
         let leftovers: Vec<String> = records
@@ -769,7 +786,20 @@ impl JobTask {
                 inputs: self.inputs.clone(),
                 attempt,
             };
+            // The log is flushed every 100 ms while the job runs, so `dstack logs -f` sees a
+            // line soon after it is written even when the job then stays silent.
+            let flusher = tokio::spawn({
+                let log = log.clone();
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    loop {
+                        tick.tick().await;
+                        log.flush();
+                    }
+                }
+            });
             let outcome = self.execute(request, reporter).await;
+            flusher.abort();
             log.flush();
             match outcome {
                 JobOutcome::Succeeded => {
@@ -796,14 +826,24 @@ impl JobTask {
                     }
                 }
                 JobOutcome::Cancelled => {
+                    // `dstack stop --abort` marks the run `aborting` before it signals us.
+                    let aborted = self
+                        .store
+                        .run(&self.run.name)
+                        .is_ok_and(|r| r.status == RunStatus::Aborting);
+                    let (status, reason) = if aborted {
+                        (JobStatus::Aborted, "aborted")
+                    } else {
+                        (JobStatus::Stopped, "stopped")
+                    };
                     self.update(&JobUpdate {
-                        status: Some(JobStatus::Stopped),
-                        reason: Some("stopped"),
+                        status: Some(status),
+                        reason: Some(reason),
                         finished: true,
                         ..JobUpdate::default()
                     });
-                    self.status(JobStatus::Stopped, attempt, None);
-                    return JobStatus::Stopped;
+                    self.status(status, attempt, None);
+                    return status;
                 }
                 JobOutcome::Failed(reason) => {
                     if attempt > self.job.retries || self.cancel.is_cancelled() {

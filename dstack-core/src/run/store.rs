@@ -135,6 +135,9 @@ pub struct RunRecord {
     pub git: Option<serde_json::Value>,
     /// The process driving it, while one does.
     pub driver_pid: Option<u32>,
+    /// Whether the run is unfinished but its driver process is gone (killed, or on another
+    /// machine's crash): `resume` finishes it, `stop` ends it.
+    pub orphaned: bool,
     /// Why it ended the way it did.
     pub message: Option<String>,
     /// Milliseconds since the epoch.
@@ -430,6 +433,13 @@ impl RunStore {
             project: row.get("project")?,
             git: git.and_then(|g| serde_json::from_str(&g).ok()),
             driver_pid: row.get("driver_pid")?,
+            orphaned: {
+                let pid: Option<u32> = row.get("driver_pid")?;
+                let finished = status
+                    .parse::<RunStatus>()
+                    .is_ok_and(RunStatus::is_finished);
+                !finished && pid.is_none_or(|p| !Path::new("/proc").join(p.to_string()).exists())
+            },
             message: row.get("message")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
@@ -565,6 +575,27 @@ impl RunStore {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    /// Makes process `pid` the driver of `run`, if the driver is still `expected` (what the
+    /// caller saw): returns false when another process claimed it in between.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn claim(
+        &self,
+        run: &RunRecord,
+        expected: Option<u32>,
+        pid: u32,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET driver_pid = ?3 WHERE id = ?1 AND driver_pid IS ?2",
+                params![run.id, expected, pid],
+            )
+            .map_err(self.err())?;
+        Ok(changed == 1)
     }
 
     /// Applies `update` to one job.
