@@ -10,7 +10,7 @@ use dstack_core::run::{
     JobStatus, LogRecord, RunError, RunOptions, RunRecord, RunStatus, RunStore, RunSummary,
     Scheduler, StoreError, Subscriber, artifacts, default_state_dir, parse_log,
 };
-use dstack_core::{Overrides, Project};
+use dstack_core::{Overrides, Project, ProviderRegistry};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +87,7 @@ pub struct LogLine {
 pub struct Engine {
     root: PathBuf,
     store: Arc<RunStore>,
+    providers: ProviderRegistry,
 }
 
 impl Engine {
@@ -112,7 +113,23 @@ impl Engine {
         Ok(Engine {
             root: root.into(),
             store: Arc::new(RunStore::open(state_dir)?),
+            providers: ProviderRegistry::default(),
         })
+    }
+
+    /// Uses `providers` (built-in ones plus those registered in code) to load the project.
+    #[must_use]
+    pub fn with_providers(mut self, providers: ProviderRegistry) -> Self {
+        self.providers = providers;
+        self
+    }
+
+    /// Loads the project with the engine's providers.
+    ///
+    /// # Errors
+    /// Problems in the project's files.
+    pub fn project(&self) -> Result<Project, EngineError> {
+        Ok(Project::load_with(&self.root, self.providers.clone())?)
     }
 
     /// The project's root.
@@ -139,7 +156,7 @@ impl Engine {
         overrides: &Overrides,
         kind: ExecutorKind,
     ) -> Result<Submission, EngineError> {
-        let project = Project::load(&self.root)?;
+        let project = self.project()?;
         let plan = project.plan(workflow, overrides)?;
         let selected = select(kind)?;
         let scheduler = Scheduler::new(
