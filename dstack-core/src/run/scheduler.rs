@@ -743,17 +743,7 @@ impl JobTask {
     /// Runs the job to its end; returns its final status (recorded and announced).
     async fn run(self) -> JobStatus {
         let tree = self.store.job_tree(&self.run.name, &self.job.id);
-        let log = match Log::open(&self.store.log_path(&self.run.name, &self.job.id)) {
-            Ok(log) => Arc::new(log),
-            Err(e) => {
-                return self.fail(
-                    1,
-                    &FailureReason::Error {
-                        message: format!("cannot open the log file: {e}"),
-                    },
-                );
-            }
-        };
+        let log = Arc::new(Log::new(self.store.log_path(&self.run.name, &self.job.id)));
         let mut attempt = 1;
         // Each state change is a write to the store: only the ones that tell something are
         // recorded (`downloading` when there are inputs to hand over, `running` when the
@@ -979,24 +969,39 @@ async fn remove_tree(tree: &Path) {
 /// A job's log file: one record per line, `o ` or `e ` then the text. Writes are buffered and
 /// flushed at least every 100 ms of activity, so the file can be followed while the job runs.
 struct Log {
-    file: Mutex<(std::io::BufWriter<std::fs::File>, Instant)>,
+    path: PathBuf,
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    /// Opened at the first output: a silent job costs no file.
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+    last_flush: Instant,
+    /// The log cannot be written (reported once, output dropped).
+    broken: bool,
 }
 
 impl Log {
-    fn open(path: &Path) -> std::io::Result<Log> {
-        if let Some(parent) = path.parent() {
+    fn new(path: PathBuf) -> Log {
+        Log {
+            path,
+            state: Mutex::new(LogState {
+                writer: None,
+                last_flush: Instant::now(),
+                broken: false,
+            }),
+        }
+    }
+
+    fn open(&self) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+        if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)?;
-        Ok(Log {
-            file: Mutex::new((
-                std::io::BufWriter::with_capacity(64 * 1024, file),
-                Instant::now(),
-            )),
-        })
+            .open(&self.path)?;
+        Ok(std::io::BufWriter::with_capacity(64 * 1024, file))
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) {
@@ -1006,10 +1011,26 @@ impl Log {
         };
         let prefix = format!("{tag} {} ", super::now_ms());
         let mut guard = self
-            .file
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (writer, last) = &mut *guard;
+        let state = &mut *guard;
+        if state.broken {
+            return;
+        }
+        if state.writer.is_none() {
+            match self.open() {
+                Ok(w) => state.writer = Some(w),
+                Err(e) => {
+                    tracing::error!("cannot write the log `{}`: {e}", self.path.display());
+                    state.broken = true;
+                    return;
+                }
+            }
+        }
+        let Some(writer) = state.writer.as_mut() else {
+            return;
+        };
         for line in bytes.split_inclusive(|&b| b == b'\n') {
             let _ = writer.write_all(prefix.as_bytes());
             let _ = writer.write_all(line);
@@ -1017,18 +1038,20 @@ impl Log {
                 let _ = writer.write_all(b"\n");
             }
         }
-        if last.elapsed() >= Duration::from_millis(100) {
+        if state.last_flush.elapsed() >= Duration::from_millis(100) {
             let _ = writer.flush();
-            *last = Instant::now();
+            state.last_flush = Instant::now();
         }
     }
 
     fn flush(&self) {
         let mut guard = self
-            .file
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = guard.0.flush();
+        if let Some(w) = guard.writer.as_mut() {
+            let _ = w.flush();
+        }
     }
 }
 
