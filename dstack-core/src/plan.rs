@@ -421,6 +421,15 @@ impl Plan {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Writes [`Plan::to_json`]'s text, and a newline, to `out` without building it in memory.
+    ///
+    /// # Errors
+    /// When `out` fails.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    }
+
     /// The plan as a Graphviz DOT graph; edges go from a dependency to its dependent.
     #[must_use]
     pub fn to_dot(&self) -> String {

@@ -441,13 +441,17 @@ fn run(
             for note in &plan.notes {
                 let _ = writeln!(err, "note: {note}");
             }
-            let text = match format {
-                PlanFormat::Text => plan.to_string(),
-                PlanFormat::Json => plan.to_json() + "\n",
-                PlanFormat::Dot => plan.to_dot(),
-                PlanFormat::Mermaid => plan.to_mermaid(),
+            let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, out);
+            let _ = match format {
+                PlanFormat::Text => write!(buffered, "{plan}"),
+                PlanFormat::Json => plan.write_json(&mut buffered),
+                PlanFormat::Dot => buffered.write_all(plan.to_dot().as_bytes()),
+                PlanFormat::Mermaid => buffered.write_all(plan.to_mermaid().as_bytes()),
             };
-            let _ = write!(out, "{text}");
+            let _ = buffered.flush();
+            // The process ends next: freeing thousands of jobs one by one is wasted work.
+            std::mem::forget(plan);
+            std::mem::forget(project);
             Ok(())
         }
         Command::Workflows => {

@@ -445,6 +445,7 @@ impl Scheduler {
         cancel: &CancellationToken,
     ) -> Result<RunStatus, RunError> {
         let stop = cancel.child_token();
+        let cleanup = Cleanup::default();
         let parallelism = options.parallelism.max(1);
         let mut running: JoinSet<(String, JobStatus)> = JoinSet::new();
         let mut failed = false;
@@ -494,6 +495,7 @@ impl Scheduler {
                     files: files.clone(),
                     options: options.clone(),
                     cancel: stop.child_token(),
+                    cleanup: cleanup.clone(),
                 };
                 running.spawn(async move {
                     let id = task.job.id.clone();
@@ -534,6 +536,7 @@ impl Scheduler {
                 }
             }
         }
+        cleanup.wait().await;
         // Whatever did not run is skipped, with why.
         let why = if cancel.is_cancelled() {
             "the run was stopped"
@@ -721,6 +724,7 @@ struct JobTask {
     files: Arc<ProjectFiles>,
     options: RunOptions,
     cancel: CancellationToken,
+    cleanup: Cleanup,
 }
 
 impl JobTask {
@@ -809,7 +813,7 @@ impl JobTask {
                                 ..JobUpdate::default()
                             });
                             self.status(JobStatus::Done, attempt, None);
-                            remove_tree(&tree).await;
+                            self.cleanup.remove(&tree);
                             return JobStatus::Done;
                         }
                         Err(reason) => return self.fail(attempt, &reason),
@@ -838,7 +842,7 @@ impl JobTask {
                 JobOutcome::Failed(reason) => {
                     if attempt > self.job.retries || self.cancel.is_cancelled() {
                         if !self.options.keep_failed_trees {
-                            remove_tree(&tree).await;
+                            self.cleanup.remove(&tree);
                         }
                         return self.fail(attempt, &reason);
                     }
@@ -954,16 +958,40 @@ impl JobTask {
     }
 }
 
-async fn remove_tree(tree: &Path) {
-    let tree = tree.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || {
-        if let Err(e) = std::fs::remove_dir_all(&tree)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("cannot remove the job tree `{}`: {e}", tree.display());
+/// Removes finished jobs' trees in the background, off the jobs' critical path; the run waits
+/// for all of them before it ends, so no half-removed tree outlives it.
+#[derive(Clone, Default)]
+struct Cleanup {
+    pending: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cleanup {
+    fn remove(&self, tree: &Path) {
+        let tree = tree.to_path_buf();
+        let handle = tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&tree)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot remove the job tree `{}`: {e}", tree.display());
+            }
+        });
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(handle);
+    }
+
+    async fn wait(&self) {
+        let handles = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for h in handles {
+            let _ = h.await;
         }
-    })
-    .await;
+    }
 }
 
 /// A job's log file: one record per line, `o ` or `e ` then the text. Writes are buffered and
