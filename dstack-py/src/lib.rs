@@ -1,42 +1,50 @@
 //! `dstack_py._core`: the native module behind the `dstack_py` Python package.
 //!
-//! The only crate of the workspace that knows Python. For now it exposes the library version
-//! and planning as JSON; the full API (projects, runs, events, exceptions) is built on the run
-//! engine.
+//! The only crate of the workspace that knows Python. It wraps the library and holds no
+//! workflow logic of its own: loading, planning, running, logs and tags are calls into
+//! `dstack-core` and `dstack-exec`.
+//!
+//! - `project`: `Project` (load, validate, plan, run), `Plan`, `JobSpec`, `Resources`, `Gpu`,
+//!   `Workflow`, `Diagnostic`.
+//! - `runs`: driving runs (blocking with the GIL released and Ctrl-C checks, or awaitable on
+//!   the module's one tokio runtime), `Run`, `RunJob`, `Artifact`, `LogLine`, `Event`.
+//! - `provider`: providers written in Python.
+//! - `errors`: the exception hierarchy and the one conversion from the library's errors.
+//! - `convert`: variables, JSON values and times between Python and Rust.
 
-use pyo3::exceptions::PyValueError;
+mod convert;
+mod errors;
+mod project;
+mod provider;
+mod runs;
+
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-
-/// Plans `workflow` of the project at `path` and returns the plan as the CLI's JSON.
-///
-/// `variables` maps variable names to values written as on the command line.
-#[pyfunction]
-#[pyo3(signature = (path, workflow, variables = None))]
-fn plan_json(
-    py: Python<'_>,
-    path: &str,
-    workflow: &str,
-    variables: Option<&Bound<'_, PyDict>>,
-) -> PyResult<String> {
-    let mut overrides = dstack_core::Overrides::new();
-    if let Some(vars) = variables {
-        for (k, v) in vars.iter() {
-            overrides.set_text(k.extract::<String>()?, v.str()?.to_string());
-        }
-    }
-    let path = path.to_owned();
-    let workflow = workflow.to_owned();
-    py.detach(move || {
-        let project = dstack_core::Project::load(&path)?;
-        project.plan(&workflow, &overrides).map(|p| p.to_json())
-    })
-    .map_err(|e: dstack_core::Error| PyValueError::new_err(e.to_string()))
-}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(plan_json, m)?)?;
+    errors::register(m)?;
+    m.add_class::<project::Project>()?;
+    m.add_class::<project::Workflow>()?;
+    m.add_class::<project::Plan>()?;
+    m.add_class::<project::JobSpec>()?;
+    m.add_class::<project::Resources>()?;
+    m.add_class::<project::Gpu>()?;
+    m.add_class::<project::Diagnostic>()?;
+    m.add_class::<provider::Provider>()?;
+    m.add_class::<runs::Run>()?;
+    m.add_class::<runs::RunJob>()?;
+    m.add_class::<runs::Artifact>()?;
+    m.add_class::<runs::LogLine>()?;
+    m.add_class::<runs::LogIterator>()?;
+    m.add_class::<runs::Event>()?;
+    m.add_function(wrap_pyfunction!(project::schema, m)?)?;
+    m.add_function(wrap_pyfunction!(runs::runs, m)?)?;
+    let shutdown = wrap_pyfunction!(runs::_shutdown, m)?;
+    // Runs driven by this process are stopped (and waited for) before the interpreter exits.
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (&shutdown,))?;
+    m.add_function(shutdown)?;
     Ok(())
 }
