@@ -10,9 +10,14 @@
 # `python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install snakemake dvc`).
 #
 # Usage: bash benches/compare.sh
-# Environment: SIZES ("1000 5000"), SHAPES ("chain random"), RUNS (20, after 3 warm-up runs,
-# for dstack and parse-untyped), BASELINE_RUNS (3, no warm-up, for snakemake and dvc), WORK (a temporary folder),
-# VENV (/tmp/bench-venv). Uses hyperfine when installed, else a loop timed with `date +%s%N`.
+# Environment:
+#   SIZES ("1000 5000"), SHAPES ("chain random"): the projects, made by `gen`;
+#   RUNS (20, after 3 warm-up runs): for dstack and parse-untyped;
+#   BASELINE_RUNS (3, no warm-up): for snakemake and dvc; a baseline whose first run takes over
+#     a minute is reported from that one run;
+#   BASELINE_TIMEOUT (300): a baseline whose first run takes longer is reported as "> 300 s";
+#   WORK (a new temporary folder), VENV (/tmp/bench-venv);
+#   HYPERFINE (found on PATH): set it empty to time with a bash loop and `date +%s%N` instead.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,7 +58,7 @@ if [[ -n "$SNAKEMAKE" ]]; then
     snake_python=$(head -n 1 "$SNAKEMAKE" | sed -n 's/^#! *//p' | awk '{ print $1 }')
     SNAKEMAKE_RUN="'${snake_python:-python3}' -c 'import sys; sys.setrecursionlimit(10**6); sys.argv[0] = \"snakemake\"; from snakemake.cli import main; sys.exit(main())'"
 fi
-HYPERFINE=$(find_tool hyperfine)
+HYPERFINE=${HYPERFINE-$(find_tool hyperfine)}
 
 # measure MODE RUNS WARMUP COMMAND: prints "MEAN CPU", the mean wall time and the mean user +
 # system time of COMMAND in seconds (CPU is "-" without hyperfine). MODE `exec` runs COMMAND's

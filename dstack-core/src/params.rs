@@ -24,7 +24,7 @@ pub struct Params<'a> {
     pos: Pos,
     entries: &'a [Entry],
     used: Vec<bool>,
-    pub(crate) asked: Vec<&'static str>,
+    pub(crate) asked: Vec<String>,
     diagnostics: Vec<Diagnostic>,
     /// Required keys reported missing, with the index of that diagnostic.
     missing: Vec<(String, usize)>,
@@ -73,8 +73,10 @@ impl<'a> Params<'a> {
     }
 
     /// Takes the raw node under `key`, marking the key as understood.
-    pub fn raw(&mut self, key: &'static str) -> Option<&'a Node> {
-        self.asked.push(key);
+    pub fn raw(&mut self, key: &str) -> Option<&'a Node> {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_owned());
+        }
         let i = self.entries.iter().position(|e| e.key.text == key)?;
         self.used[i] = true;
         Some(&self.entries[i].value)
@@ -88,7 +90,7 @@ impl<'a> Params<'a> {
     }
 
     /// Takes `key`, or its deprecated spelling `old` with a warning that names the new key.
-    pub fn raw_or_deprecated(&mut self, key: &'static str, old: &'static str) -> Option<&'a Node> {
+    pub fn raw_or_deprecated(&mut self, key: &str, old: &str) -> Option<&'a Node> {
         let new = self.raw(key);
         let Some(i) = self.entries.iter().position(|e| e.key.text == old) else {
             return new;
@@ -200,13 +202,13 @@ impl<'a> Params<'a> {
     }
 
     /// An optional string.
-    pub fn string(&mut self, key: &'static str) -> Option<String> {
+    pub fn string(&mut self, key: &str) -> Option<String> {
         let node = self.raw(key)?;
         self.text_of(key, node)
     }
 
     /// A required string; `example` shows a valid value in the help line when it is missing.
-    pub fn required_string(&mut self, key: &'static str, example: &str) -> Option<String> {
+    pub fn required_string(&mut self, key: &str, example: &str) -> Option<String> {
         match self.raw(key) {
             Some(node) => self.text_of(key, node),
             None => {
@@ -217,7 +219,7 @@ impl<'a> Params<'a> {
     }
 
     /// A list of strings; a single string is taken as a list of one.
-    pub fn string_list(&mut self, key: &'static str) -> Option<Vec<String>> {
+    pub fn string_list(&mut self, key: &str) -> Option<Vec<String>> {
         let node = self.raw(key)?;
         self.strings_of(key, node)
     }
@@ -255,7 +257,7 @@ impl<'a> Params<'a> {
     }
 
     /// A whole number in `min..=max`.
-    pub fn integer(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
+    pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Option<i64> {
         let node = self.raw(key)?;
         self.integer_of(key, node, min, max)
     }
@@ -317,7 +319,7 @@ impl<'a> Params<'a> {
     }
 
     /// A duration such as `30m`, `1h 30m` or a number of seconds.
-    pub fn duration(&mut self, key: &'static str) -> Option<std::time::Duration> {
+    pub fn duration(&mut self, key: &str) -> Option<std::time::Duration> {
         let node = self.raw(key).filter(|n| !n.is_invalid())?;
         let Some(scalar) = node.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
             self.type_error(key, node, "a duration such as `30m`");
@@ -353,7 +355,7 @@ impl<'a> Params<'a> {
 
     /// A path relative to the working directory that stays inside it, normalised
     /// (`./data/` -> `data`). `allow_root` accepts `.` itself.
-    pub fn relative_path(&mut self, key: &'static str, allow_root: bool) -> Option<String> {
+    pub fn relative_path(&mut self, key: &str, allow_root: bool) -> Option<String> {
         let node = self.raw(key)?;
         let text = self.text_of(key, node)?;
         self.check_relative(key, node.pos, &text, allow_root)
@@ -682,7 +684,7 @@ impl<'a> Params<'a> {
 
     /// Reports every key that no accessor asked for, and returns all diagnostics.
     pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
-        let mut keys: Vec<&str> = self.asked.clone();
+        let mut keys: Vec<&str> = self.asked.iter().map(String::as_str).collect();
         keys.extend(crate::config::WORKFLOW_KEYS);
         keys.sort_unstable();
         keys.dedup();
@@ -693,7 +695,8 @@ impl<'a> Params<'a> {
                 continue;
             }
             let key = &entry.key.text;
-            let hint = did_you_mean(key, self.asked.iter().copied());
+            let hint = did_you_mean(key, self.asked.iter().map(String::as_str)).map(str::to_owned);
+            let hint = hint.as_deref();
             // `scirpt` for a missing `script` is one mistake: report it once, as the typo.
             if let Some((_, index)) = self.missing.iter().find(|(m, _)| Some(m.as_str()) == hint) {
                 drop.push(*index);
@@ -720,7 +723,7 @@ impl<'a> Params<'a> {
 
 /// Normalises a relative path: drops `.` parts and resolves `..`; refuses absolute paths and
 /// paths that climb out of their base. Returns `""` for the base itself.
-pub(crate) fn normalise_relative(text: &str) -> Result<String, &'static str> {
+pub fn normalise_relative(text: &str) -> Result<String, &'static str> {
     let t = text.trim();
     if t.is_empty() {
         return Err("is empty");

@@ -242,8 +242,9 @@ pub fn link_tree(src: &Path, dest: &Path, share: bool) -> io::Result<()> {
         return std::os::unix::fs::symlink(std::fs::read_link(src)?, dest);
     }
     if meta.is_file() {
-        return link_file(src, dest, share);
+        return link_file(src, dest, share, &mut true);
     }
+    let mut reflinks = true;
     std::fs::create_dir_all(dest)?;
     for path in walk(src)? {
         let rel = path.strip_prefix(src).map_err(io::Error::other)?;
@@ -260,15 +261,22 @@ pub fn link_tree(src: &Path, dest: &Path, share: bool) -> io::Result<()> {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            link_file(&path, &to, share)?;
+            link_file(&path, &to, share, &mut reflinks)?;
         }
     }
     Ok(())
 }
 
-fn link_file(src: &Path, dest: &Path, share: bool) -> io::Result<()> {
-    if reflink_copy::reflink(src, dest).is_ok() {
-        return Ok(());
+/// Links one file; `reflinks` turns false after the first refused reflink, so a file system
+/// without them costs one failed attempt per tree, not one per file.
+fn link_file(src: &Path, dest: &Path, share: bool, reflinks: &mut bool) -> io::Result<()> {
+    if *reflinks {
+        if reflink_copy::reflink(src, dest).is_ok() {
+            return Ok(());
+        }
+        *reflinks = false;
+        // A failed attempt may leave an empty file behind.
+        let _ = std::fs::remove_file(dest);
     }
     if share && std::fs::hard_link(src, dest).is_ok() {
         return Ok(());

@@ -395,9 +395,30 @@ impl Scheduler {
         };
         let files = Arc::new(files);
 
+        // `dstack stop` (from anywhere) marks the run `stopping` or `aborting` in the store: the
+        // driver notices within a quarter of a second, without needing a signal.
+        let watcher = tokio::spawn({
+            let store = self.store.clone();
+            let name = run.name.clone();
+            let cancel = cancel.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    if store
+                        .run(&name)
+                        .is_ok_and(|r| matches!(r.status, RunStatus::Stopping | RunStatus::Aborting))
+                    {
+                        cancel.cancel();
+                        break;
+                    }
+                }
+            }
+        });
         let result = self
             .schedule(run, &plan, &reuse, state, files, options, &cancel)
             .await;
+        watcher.abort();
         let status = match result {
             Ok(status) => status,
             Err(e) => {
