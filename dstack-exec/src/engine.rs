@@ -271,15 +271,23 @@ impl Engine {
         )?;
         match run.driver_pid.filter(|&p| alive(p)) {
             Some(pid) => {
-                let _ = kill(
-                    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
-                    Signal::SIGTERM,
-                );
-                let deadline = Instant::now() + wait;
+                // The driver watches the store and stops on its own; a driver that does not
+                // react within 10 s (busy, or an older dstack) gets SIGTERM. Never signal our
+                // own process (a notebook driving the run in-process).
+                let started = Instant::now();
+                let deadline = started + wait;
+                let mut signalled = pid == std::process::id();
                 loop {
                     let now = self.store.run(name)?;
                     if now.status.is_finished() || Instant::now() >= deadline {
                         return Ok(now);
+                    }
+                    if !signalled && started.elapsed() >= Duration::from_secs(10) {
+                        let _ = kill(
+                            Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                            Signal::SIGTERM,
+                        );
+                        signalled = true;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
