@@ -167,6 +167,7 @@ impl Engine {
         );
         let mut warnings: Vec<String> = plan.warnings.warnings().map(ToString::to_string).collect();
         warnings.extend(scheduler.check(&plan)?);
+        warnings.extend(self.tagged_with_other_variables(&project, &plan, overrides));
         let run = scheduler.submit(&plan, overrides.to_json())?;
         let mut notes = plan.notes.clone();
         notes.extend(selected.note);
@@ -175,6 +176,66 @@ impl Engine {
             warnings,
             notes,
         })
+    }
+
+    /// For every `workflow:tag` dependency, whether the tagged run's job ran with other
+    /// variables (its environment) than this run would give that workflow: say so.
+    fn tagged_with_other_variables(
+        &self,
+        project: &Project,
+        plan: &dstack_core::Plan,
+        overrides: &Overrides,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for dep in plan.jobs.iter().flat_map(|j| &j.depends_on) {
+            let Some((workflow, tag)) = dep.split_once(':') else {
+                continue;
+            };
+            if !seen.insert(dep.clone()) {
+                continue;
+            }
+            let Ok(tagged) = self.store.tagged(tag) else {
+                continue;
+            };
+            let Ok(tagged_plan) = self.store.plan(&tagged) else {
+                continue;
+            };
+            let Some(then) = tagged_plan.jobs.iter().find(|j| j.workflow == workflow) else {
+                continue;
+            };
+            let Ok(now_plan) = project.plan(workflow, overrides) else {
+                continue;
+            };
+            let Some(now) = now_plan.jobs.iter().find(|j| j.workflow == workflow) else {
+                continue;
+            };
+            let mut keys: Vec<&String> = then.env.keys().chain(now.env.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let differences: Vec<String> = keys
+                .into_iter()
+                .filter(|k| then.env.get(*k) != now.env.get(*k))
+                .map(|k| {
+                    let show = |v: Option<&String>| {
+                        v.map_or_else(|| "unset".to_owned(), |v| format!("`{v}`"))
+                    };
+                    format!(
+                        "{k} was {} (now {})",
+                        show(then.env.get(k)),
+                        show(now.env.get(k))
+                    )
+                })
+                .collect();
+            if !differences.is_empty() {
+                out.push(format!(
+                    "`{dep}` reuses run `{}`, whose `{workflow}` ran with other variables: {}",
+                    tagged.name,
+                    differences.join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// The run called `name`.

@@ -1854,3 +1854,37 @@ workflows:
         .stdout_has(&format!("deleted {running}"));
     assert_eq!(p.ps_all().len(), 1);
 }
+
+#[test]
+fn a_tagged_run_made_with_other_variables_is_pointed_out() {
+    let p = Project::new(
+        r#"
+workflows:
+  - name: prepare
+    provider: docker
+    image: busybox
+    commands: [mkdir -p data, echo $SEED > data/seed]
+    artifacts: [data]
+  - name: train
+    provider: docker
+    image: busybox
+    commands: [cat data/seed]
+    depends-on: [prepare:latest]
+"#,
+    );
+    std::fs::write(
+        p.root.join(".dstack/variables.yaml"),
+        "variables:\n  global:\n    seed: 1\n",
+    )
+    .expect("write");
+    let prepared = p.run("prepare", &[]);
+    prepared.ok();
+    p.dstack(&["tag", &prepared.run_name(), "latest"]).ok();
+    let same = p.run("train", &[]);
+    same.ok().stdout_has("train | 1");
+    assert!(!same.stderr.contains("other variables"), "{same}");
+    p.run("train", &["--seed", "9"]).ok().stderr_has(&format!(
+        "warning: `prepare:latest` reuses run `{}`, whose `prepare` ran with other variables: SEED was `1` (now `9`)",
+        prepared.run_name()
+    ));
+}
