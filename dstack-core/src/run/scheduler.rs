@@ -405,10 +405,9 @@ impl Scheduler {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tick.tick().await;
-                    if store
-                        .run(&name)
-                        .is_ok_and(|r| matches!(r.status, RunStatus::Stopping | RunStatus::Aborting))
-                    {
+                    if store.run(&name).is_ok_and(|r| {
+                        matches!(r.status, RunStatus::Stopping | RunStatus::Aborting)
+                    }) {
                         cancel.cancel();
                         break;
                     }
