@@ -8,6 +8,7 @@
 
 mod download;
 pub mod engine;
+pub mod git;
 pub mod local;
 
 use std::fmt;
