@@ -557,15 +557,21 @@ impl Scheduler {
             }
         }
         cleanup.wait().await;
-        // Whatever did not run is skipped, with why.
-        let why = if cancel.is_cancelled() {
-            "the run was stopped"
-        } else {
-            "a dependency failed"
-        };
+        // Whatever did not run is skipped, with why: the stop of the run, or the dependency that
+        // did not succeed (plan order puts it first), or the failure that stopped the rest.
         for job in &plan.jobs {
             if state[&job.id] == JobStatus::Submitted {
-                self.skip(run, &job.id, why)?;
+                let failed_dep = job.depends_on.iter().find(|d| {
+                    state
+                        .get(*d)
+                        .is_some_and(|s| matches!(s, JobStatus::Failed | JobStatus::Skipped))
+                });
+                let why = match failed_dep {
+                    _ if cancel.is_cancelled() => "the run was stopped".to_owned(),
+                    Some(d) => format!("dependency `{d}` did not succeed"),
+                    None => "a job of the run failed".to_owned(),
+                };
+                self.skip(run, &job.id, &why)?;
                 state.insert(job.id.clone(), JobStatus::Skipped);
             }
         }
