@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use dstack_core::run::store::JobUpdate;
 use dstack_core::run::{
     JobStatus, LogRecord, RunError, RunOptions, RunRecord, RunStatus, RunStore, RunSummary,
-    Scheduler, StoreError, Subscriber, artifacts, default_state_dir, parse_log,
+    Scheduler, StoreError, Subscriber, artifacts, default_state_dir, parse_log, process_alive,
 };
 use dstack_core::{Overrides, Project, ProviderRegistry};
 use nix::sys::signal::{Signal, kill};
@@ -293,7 +293,7 @@ impl Engine {
             }
             .into());
         }
-        if let Some(pid) = run.driver_pid.filter(|&p| alive(p))
+        if let Some(pid) = run.driver_pid.filter(|&p| process_alive(p))
             && !run.status.is_finished()
             && pid != std::process::id()
         {
@@ -330,7 +330,7 @@ impl Engine {
                 "stopped by the user"
             }),
         )?;
-        match run.driver_pid.filter(|&p| alive(p)) {
+        match run.driver_pid.filter(|&p| process_alive(p)) {
             Some(pid) => {
                 // The driver watches the store and stops on its own; a driver that does not
                 // react within 10 s (busy, or an older dstack) gets SIGTERM. Never signal our
@@ -611,26 +611,14 @@ impl LogCursor {
 }
 
 fn size_of(path: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&p) {
-                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-            }
-        } else {
-            files += 1;
-            bytes += meta.len();
-        }
-    }
-    (files, bytes)
-}
-
-/// Whether process `pid` exists.
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    let paths = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => artifacts::walk(path).unwrap_or_default(),
+        Ok(_) => vec![path.to_path_buf()],
+        Err(_) => Vec::new(),
+    };
+    paths
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .filter(|m| !m.is_dir())
+        .fold((0, 0), |(files, bytes), m| (files + 1, bytes + m.len()))
 }

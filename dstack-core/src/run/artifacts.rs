@@ -67,7 +67,10 @@ pub fn locate(tree: &Path, working_dir: &Path, path: &str) -> Result<PathBuf, Fa
 }
 
 /// Every path under `dir` (not following symlinks), depth first.
-fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
+///
+/// # Errors
+/// When a folder cannot be read.
+pub fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -161,6 +161,12 @@ impl JobStatus {
     }
 }
 
+/// Whether process `pid` exists on this machine (the driver of a run, say).
+#[must_use]
+pub fn process_alive(pid: u32) -> bool {
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// Milliseconds since the Unix epoch.
 #[must_use]
 pub fn now_ms() -> i64 {

@@ -24,7 +24,7 @@ use super::executor::{
 };
 use super::store::{JobRecord, JobUpdate, NewRun, RunRecord, RunStore, StoreError};
 use super::tree::ProjectFiles;
-use super::{JobStatus, RunStatus};
+use super::{JobStatus, RunStatus, process_alive};
 use crate::plan::{JobSpec, Plan};
 
 /// How to drive a run.
@@ -732,11 +732,6 @@ fn capability_problems(caps: &Capabilities, jobs: &[JobSpec]) -> (Vec<String>, V
         ));
     }
     (problems, warnings)
-}
-
-/// Whether process `pid` exists.
-fn process_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// One job, from its tree to its artifacts, with retries.

@@ -438,7 +438,7 @@ impl RunStore {
                 let finished = status
                     .parse::<RunStatus>()
                     .is_ok_and(RunStatus::is_finished);
-                !finished && pid.is_none_or(|p| !Path::new("/proc").join(p.to_string()).exists())
+                !finished && pid.is_none_or(|p| !super::process_alive(p))
             },
             message: row.get("message")?,
             created_at: row.get("created_at")?,
