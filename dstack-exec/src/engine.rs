@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ExecutorKind, select};
+use crate::{ExecConfig, ExecutorKind, select};
 
 /// What can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The executor configuration file cannot be used.
+    #[error(transparent)]
+    ExecConfig(#[from] crate::ConfigFileError),
     /// A request that cannot be honoured.
     #[error("{0}")]
     Invalid(String),
@@ -88,33 +91,52 @@ pub struct Engine {
     root: PathBuf,
     store: Arc<RunStore>,
     providers: ProviderRegistry,
+    config: ExecConfig,
 }
 
 impl Engine {
     /// Opens the run store of the project at `root` (`DSTACK_STATE_DIR`, or
-    /// `<root>/.dstack/state`).
+    /// `<root>/.dstack/state`) and loads the executor configuration
+    /// ([`ExecConfig::load`]).
     ///
     /// # Errors
-    /// When the store cannot be opened.
+    /// When the store cannot be opened or the configuration file cannot be used.
     pub fn open(root: impl AsRef<Path>) -> Result<Engine, EngineError> {
         let root = root.as_ref().to_path_buf();
         let dir = default_state_dir(&root);
         Engine::with_state_dir(root, dir)
     }
 
-    /// Opens the run store in `state_dir` for the project at `root`.
+    /// Opens the run store in `state_dir` for the project at `root` and loads the executor
+    /// configuration ([`ExecConfig::load`]).
     ///
     /// # Errors
-    /// When the store cannot be opened.
+    /// When the store cannot be opened or the configuration file cannot be used.
     pub fn with_state_dir(
         root: impl Into<PathBuf>,
         state_dir: impl AsRef<Path>,
     ) -> Result<Engine, EngineError> {
+        let root = root.into();
+        let config = ExecConfig::load(&root)?;
         Ok(Engine {
-            root: root.into(),
             store: Arc::new(RunStore::open(state_dir)?),
+            root,
             providers: ProviderRegistry::default(),
+            config,
         })
+    }
+
+    /// Uses `config` instead of the configuration file.
+    #[must_use]
+    pub fn with_exec_config(mut self, config: ExecConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The executor configuration in use.
+    #[must_use]
+    pub fn exec_config(&self) -> &ExecConfig {
+        &self.config
     }
 
     /// Uses `providers` (built-in ones plus those registered in code) to load the project.
@@ -158,7 +180,7 @@ impl Engine {
     ) -> Result<Submission, EngineError> {
         let project = self.project()?;
         let plan = project.plan(workflow, overrides)?;
-        let selected = select(kind)?;
+        let selected = select(kind, &self.config)?;
         let scheduler = Scheduler::new(
             self.store.clone(),
             selected.executor,
@@ -260,7 +282,7 @@ impl Engine {
         hurry: CancellationToken,
     ) -> Result<RunSummary, EngineError> {
         let kind: ExecutorKind = run.executor.parse()?;
-        let executor = select(kind)?.executor;
+        let executor = select(kind, &self.config)?.executor;
         let scheduler = Scheduler::new(
             self.store.clone(),
             executor.clone(),
@@ -363,7 +385,7 @@ impl Engine {
                     .collect();
                 if !ids.is_empty() {
                     let kind: ExecutorKind = run.executor.parse()?;
-                    let executor = select(kind)?.executor;
+                    let executor = select(kind, &self.config)?.executor;
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

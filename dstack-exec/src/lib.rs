@@ -1,20 +1,27 @@
 //! `dstack-exec`: the executors that run the jobs of a [`dstack_core::Plan`].
 //!
 //! - [`LocalExecutor`]: jobs as local process trees, the embedded default.
-//! - Docker and Slurm executors arrive with their issues; [`select`] already names them.
+//! - [`docker`]: jobs in containers of a Docker engine.
+//! - [`slurm`]: jobs on a Slurm cluster.
+//!
+//! [`select`] makes one from an [`ExecutorKind`] and the [`ExecConfig`] of this machine.
 //!
 //! Executors implement [`dstack_core::run::Executor`]; the scheduler in `dstack-core` drives
 //! them and needs no change for a new one.
 
+pub mod config;
+pub mod docker;
 mod download;
 pub mod engine;
 pub mod git;
 pub mod local;
+pub mod slurm;
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use config::{ConfigFileError, ExecConfig};
 pub use dstack_core;
 use dstack_core::run::{Executor, ExecutorError};
 pub use engine::{Artifact, Engine, EngineError, LogLine, Submission};
@@ -69,23 +76,27 @@ pub struct Selected {
     pub note: Option<String>,
 }
 
-/// Makes the executor of `kind`.
+/// Makes the executor of `kind`, configured by `config`. `auto` is Docker when an engine
+/// answers, else local processes (with a note that says why).
 ///
 /// # Errors
 /// When that executor cannot be used here.
-pub fn select(kind: ExecutorKind) -> Result<Selected, ExecutorError> {
+pub fn select(kind: ExecutorKind, config: &ExecConfig) -> Result<Selected, ExecutorError> {
     match kind {
-        ExecutorKind::Auto => Ok(Selected {
-            executor: Arc::new(LocalExecutor::new()),
-            note: Some("no Docker executor in this version: running jobs as local processes (executor `local`)".to_owned()),
-        }),
+        ExecutorKind::Auto => Ok(
+            docker::probe(&config.docker).unwrap_or_else(|why| Selected {
+                executor: Arc::new(LocalExecutor::new()),
+                note: Some(format!(
+                    "{}: running jobs as local processes (executor `local`)",
+                    why.message
+                )),
+            }),
+        ),
         ExecutorKind::Local => Ok(Selected {
             executor: Arc::new(LocalExecutor::new()),
             note: None,
         }),
-        ExecutorKind::Docker | ExecutorKind::Slurm => Err(ExecutorError::new(format!(
-            "the `{kind}` executor is not available in this version of dstack-rs"
-        ))
-        .with_help("use `--executor local` (or `auto`)")),
+        ExecutorKind::Docker => docker::select(&config.docker),
+        ExecutorKind::Slurm => slurm::select(&config.slurm),
     }
 }
