@@ -137,6 +137,9 @@ pub struct Scheduler {
     store: Arc<RunStore>,
     executor: Arc<dyn Executor>,
     project: PathBuf,
+    /// Where jobs' files come from when not from the project folder itself: a materialised
+    /// Git snapshot, copied as it is.
+    source: Option<PathBuf>,
     bus: Bus,
 }
 
@@ -154,8 +157,17 @@ impl Scheduler {
             store,
             executor,
             project: project.into(),
+            source: None,
             bus: Bus::new(subscribers),
         }
+    }
+
+    /// Gives jobs the files of `dir` (every file, as it is: a materialised Git snapshot)
+    /// instead of the project folder minus `.git`, the state folder and ignored files.
+    #[must_use]
+    pub fn with_source(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source = Some(dir.into());
+        self
     }
 
     /// The store.
@@ -193,6 +205,20 @@ impl Scheduler {
     /// # Errors
     /// As [`Scheduler::check`], or when the store fails.
     pub fn submit(&self, plan: &Plan, variables: serde_json::Value) -> Result<RunRecord, RunError> {
+        self.submit_with_git(plan, variables, None)
+    }
+
+    /// [`Scheduler::submit`], recording `git` (what the embedder captured of the project's
+    /// version control state: commit, branch, whether there were local changes) on the run.
+    ///
+    /// # Errors
+    /// As [`Scheduler::submit`].
+    pub fn submit_with_git(
+        &self,
+        plan: &Plan,
+        variables: serde_json::Value,
+        git: Option<serde_json::Value>,
+    ) -> Result<RunRecord, RunError> {
         self.check(plan)?;
         let project = std::path::absolute(&self.project).unwrap_or_else(|_| self.project.clone());
         Ok(self.store.create_run(&NewRun {
@@ -200,7 +226,7 @@ impl Scheduler {
             variables,
             executor: self.executor.name(),
             project: &project,
-            git: None,
+            git,
         })?)
     }
 
@@ -381,17 +407,22 @@ impl Scheduler {
         }
         let files = {
             let root = self.project.clone();
+            let source = self.source.clone();
             let state_dir = self.store.dir().to_path_buf();
-            tokio::task::spawn_blocking(move || ProjectFiles::scan(&root, &state_dir))
-                .await
-                .map_err(|e| RunError::Project {
-                    path: self.project.clone(),
-                    source: std::io::Error::other(e),
-                })?
-                .map_err(|source| RunError::Project {
-                    path: self.project.clone(),
-                    source,
-                })?
+            let shown = self.source.clone().unwrap_or_else(|| self.project.clone());
+            tokio::task::spawn_blocking(move || match source {
+                Some(dir) => ProjectFiles::scan_all(&dir),
+                None => ProjectFiles::scan(&root, &state_dir),
+            })
+            .await
+            .map_err(|e| RunError::Project {
+                path: shown.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| RunError::Project {
+                path: shown.clone(),
+                source,
+            })?
         };
         let files = Arc::new(files);
 

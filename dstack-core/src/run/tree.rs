@@ -33,7 +33,6 @@ impl ProjectFiles {
     pub fn scan(root: &Path, exclude: &Path) -> io::Result<ProjectFiles> {
         let root = std::path::absolute(root)?;
         let exclude = std::path::absolute(exclude)?;
-        let mut entries = Vec::new();
         let walker = ignore::WalkBuilder::new(&root)
             .hidden(false)
             .parents(false)
@@ -43,6 +42,27 @@ impl ProjectFiles {
             .sort_by_file_name(std::ffi::OsStr::cmp)
             .filter_entry(move |e| e.file_name() != ".git" && !e.path().starts_with(&exclude))
             .build();
+        ProjectFiles::collect(root, walker)
+    }
+
+    /// Lists every file under `root` as it is, ignore files and all: for a tree that was
+    /// already filtered (a materialised Git snapshot, where a tracked file matching
+    /// `.gitignore` must still be there).
+    ///
+    /// # Errors
+    /// When the folder cannot be read.
+    pub fn scan_all(root: &Path) -> io::Result<ProjectFiles> {
+        let root = std::path::absolute(root)?;
+        let walker = ignore::WalkBuilder::new(&root)
+            .standard_filters(false)
+            .follow_links(false)
+            .sort_by_file_name(std::ffi::OsStr::cmp)
+            .build();
+        ProjectFiles::collect(root, walker)
+    }
+
+    fn collect(root: PathBuf, walker: ignore::Walk) -> io::Result<ProjectFiles> {
+        let mut entries = Vec::new();
         for entry in walker {
             let entry = entry.map_err(io::Error::other)?;
             let Ok(rel) = entry.path().strip_prefix(&root) else {
@@ -103,6 +123,25 @@ impl ProjectFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_all_keeps_ignored_and_hidden_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("snapshot");
+        std::fs::create_dir_all(root.join(".hidden")).expect("mkdir");
+        std::fs::write(root.join(".gitignore"), "*.bin\n").expect("write");
+        std::fs::write(root.join("tracked.bin"), [0u8, 1, 2]).expect("write");
+        std::fs::write(root.join(".hidden/x"), "x").expect("write");
+        let files = ProjectFiles::scan_all(&root).expect("scan");
+        let dest = dir.path().join("job");
+        files.materialise(&dest).expect("copy");
+        assert_eq!(
+            std::fs::read(dest.join("tracked.bin")).expect("read"),
+            [0, 1, 2]
+        );
+        assert!(dest.join(".hidden/x").is_file());
+        assert!(dest.join(".gitignore").is_file());
+    }
 
     #[test]
     fn copies_the_project_without_git_state_or_ignored_files() {
