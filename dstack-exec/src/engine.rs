@@ -15,7 +15,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
+use crate::git::{self, GitError, Snapshot};
 use crate::{ExecConfig, ExecutorKind, select};
+
+/// The folder of a run that holds its captured Git state.
+const GIT_DIR: &str = "git";
+/// The folder of a run where its captured tree is written while it is driven.
+const SOURCE_DIR: &str = "source";
 
 /// What can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The project's Git state cannot be captured or reproduced.
+    #[error(transparent)]
+    Git(#[from] GitError),
     /// The executor configuration file cannot be used.
     #[error(transparent)]
     ExecConfig(#[from] crate::ConfigFileError),
@@ -92,6 +101,7 @@ pub struct Engine {
     store: Arc<RunStore>,
     providers: ProviderRegistry,
     config: ExecConfig,
+    git: bool,
 }
 
 impl Engine {
@@ -123,7 +133,17 @@ impl Engine {
             root,
             providers: ProviderRegistry::default(),
             config,
+            git: true,
         })
+    }
+
+    /// Whether new runs capture the project's Git state (the default) and run exactly it, or
+    /// run the folder as it is (`--no-git`), which needs no repository and records no
+    /// version.
+    #[must_use]
+    pub fn with_git(mut self, git: bool) -> Self {
+        self.git = git;
+        self
     }
 
     /// Uses `config` instead of the configuration file.
@@ -190,14 +210,72 @@ impl Engine {
         let mut warnings: Vec<String> = plan.warnings.warnings().map(ToString::to_string).collect();
         warnings.extend(scheduler.check(&plan)?);
         warnings.extend(self.tagged_with_other_variables(&project, &plan, overrides));
-        let run = scheduler.submit(&plan, overrides.to_json())?;
         let mut notes = plan.notes.clone();
         notes.extend(selected.note);
+        let snapshot = if self.git {
+            let snapshot = git::capture(&self.root, self.store.dir())?;
+            notes.push(format!("git: {}", snapshot.describe()));
+            warnings.extend(snapshot.notes.iter().cloned());
+            Some(snapshot)
+        } else {
+            None
+        };
+        let run = scheduler.submit_with_git(
+            &plan,
+            overrides.to_json(),
+            snapshot.as_ref().map(git_summary),
+        )?;
+        if let Some(snapshot) = &snapshot {
+            // The run is only usable with its snapshot: without one, it is not kept.
+            let dir = self.store.run_dir(&run.name).join(GIT_DIR);
+            if let Err(e) = snapshot.save(&dir) {
+                let _ = self.store.delete_run(&run);
+                return Err(e.into());
+            }
+        }
         Ok(Submission {
             run,
             warnings,
             notes,
         })
+    }
+
+    /// Writes the tree a run captured into `runs/<RUN>/source` (once: a resumed run reuses
+    /// it) and returns that folder; `None` for a run without a captured Git state.
+    fn source(&self, run: &RunRecord) -> Result<Option<PathBuf>, EngineError> {
+        let run_dir = self.store.run_dir(&run.name);
+        let saved = run_dir.join(GIT_DIR);
+        if !saved.join("snapshot.json").is_file() {
+            return Ok(None);
+        }
+        let dest = run_dir.join(SOURCE_DIR);
+        if dest.is_dir() {
+            return Ok(Some(dest));
+        }
+        let snapshot = Snapshot::load(&saved)?;
+        // Written aside, then renamed: a crash never leaves a half-written source to reuse.
+        let partial = run_dir.join(format!("{SOURCE_DIR}.partial-{}", std::process::id()));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|source| EngineError::Io {
+                path: partial.clone(),
+                source,
+            })?;
+        }
+        if let Err(e) = git::materialise(&self.root, &snapshot, &partial) {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e.into());
+        }
+        if let Err(e) = std::fs::rename(&partial, &dest) {
+            let _ = std::fs::remove_dir_all(&partial);
+            // Another process (a concurrent `resume`) wrote it first.
+            if !dest.is_dir() {
+                return Err(EngineError::Io {
+                    path: dest,
+                    source: e,
+                });
+            }
+        }
+        Ok(Some(dest))
     }
 
     /// For every `workflow:tag` dependency, whether the tagged run's job ran with other
@@ -283,12 +361,25 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let kind: ExecutorKind = run.executor.parse()?;
         let executor = select(kind, &self.config)?.executor;
-        let scheduler = Scheduler::new(
+        let source = {
+            let engine = self.clone();
+            let for_source = run.clone();
+            tokio::task::spawn_blocking(move || engine.source(&for_source))
+                .await
+                .map_err(|e| EngineError::Io {
+                    path: self.store.run_dir(&run.name),
+                    source: std::io::Error::other(e),
+                })??
+        };
+        let mut scheduler = Scheduler::new(
             self.store.clone(),
             executor.clone(),
             &self.root,
             subscribers,
         );
+        if let Some(dir) = &source {
+            scheduler = scheduler.with_source(dir);
+        }
         let hurrier = tokio::spawn({
             let executor = executor.clone();
             async move {
@@ -298,6 +389,13 @@ impl Engine {
         });
         let result = scheduler.drive(run, options, cancel).await;
         hurrier.abort();
+        // The captured tree was copied into every job's tree; the snapshot stays with the run,
+        // so a resume writes it again. Kept when this process did not drive the run (another
+        // one may be using it).
+        if let (Some(dir), Ok(_)) = (&source, &result) {
+            let dir = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        }
         Ok(result?)
     }
 
@@ -630,6 +728,19 @@ impl LogCursor {
         out.sort_by_key(|l| l.record.at_ms);
         Ok(out)
     }
+}
+
+/// What the store records of a snapshot (the run's row; the changes stay in its folder).
+fn git_summary(snapshot: &Snapshot) -> serde_json::Value {
+    serde_json::json!({
+        "remote": snapshot.remote,
+        "head": snapshot.head,
+        "commit": snapshot.commit,
+        "dirty": snapshot.dirty,
+        "counts": snapshot.counts,
+        "bytes": snapshot.total_bytes,
+        "describe": snapshot.describe(),
+    })
 }
 
 fn size_of(path: &Path) -> (u64, u64) {

@@ -65,8 +65,8 @@ enum Command {
     /// Run a workflow and what it depends on; prints the run's name.
     ///
     /// Variables follow the workflow name: `dstack run train --gpu 2 --epoch 100`. dstack's
-    /// own options (`--executor`, `-j`, `--keep-going`, `--detach`, `--var`) may come before or
-    /// after them. Ctrl-C stops the run (a second Ctrl-C kills its jobs at once).
+    /// own options (`--executor`, `-j`, `--keep-going`, `--detach`, `--no-git`, `--var`) may come
+    /// before or after them. Ctrl-C stops the run (a second Ctrl-C kills its jobs at once).
     Run {
         /// The workflow to run.
         workflow: String,
@@ -82,6 +82,10 @@ enum Command {
         /// Set a variable whose name is also a dstack option (`--var detach=1`).
         #[arg(long = "var", value_name = "NAME=VALUE")]
         var: Vec<String>,
+        /// Run the folder as it is, without a Git repository: no commit or local changes are
+        /// recorded, and a resume runs the files as they are then.
+        #[arg(long, env = "DSTACK_NO_GIT", value_parser = clap::builder::FalseyValueParser::new())]
+        no_git: bool,
     },
     /// Run again what did not succeed in a run (stopped, failed, or interrupted); keep the rest.
     Resume {
@@ -327,11 +331,12 @@ fn run(
             mut options,
             mut executor,
             mut var,
+            mut no_git,
         } => {
             let taken = take_options_and_flags(
                 &mut variables,
                 &["executor", "jobs", "var"],
-                &["keep-going", "detach"],
+                &["keep-going", "detach", "no-git"],
             )?;
             for (name, value) in taken {
                 match name {
@@ -343,13 +348,18 @@ fn run(
                     }
                     "keep-going" => options.keep_going = true,
                     "detach" => options.detach = true,
+                    "no-git" => no_git = true,
                     _ => var.push(value),
                 }
             }
             let overrides = overrides(&variables, &var)?;
-            runs::run(
-                &cli.dir, &workflow, &overrides, &executor, &options, out, err,
-            )
+            let request = runs::RunRequest {
+                workflow: &workflow,
+                overrides: &overrides,
+                executor: &executor,
+                git: !no_git,
+            };
+            runs::run(&cli.dir, &request, &options, out, err)
         }
         Command::Resume { run, options } => runs::resume(&cli.dir, &run, &options, out, err),
         Command::Drive { run, options } => runs::drive_detached(&cli.dir, &run, &options),

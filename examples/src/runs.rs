@@ -69,16 +69,23 @@ impl From<EngineError> for Failure {
     }
 }
 
+/// What `dstack run` was asked for.
+pub struct RunRequest<'a> {
+    pub workflow: &'a str,
+    pub overrides: &'a Overrides,
+    pub executor: &'a str,
+    /// Capture and run the Git state (not `--no-git`).
+    pub git: bool,
+}
+
 pub fn run(
     dir: &Path,
-    workflow: &str,
-    overrides: &Overrides,
-    executor: &str,
+    request: &RunRequest<'_>,
     args: &DriveArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let kind = ExecutorKind::from_str(executor).map_err(|e| {
+    let kind = ExecutorKind::from_str(request.executor).map_err(|e| {
         Failure::Usage(format!(
             "error: {e}{}",
             e.help
@@ -88,8 +95,8 @@ pub fn run(
         ))
     })?;
     let options = args.options()?;
-    let engine = Engine::open(dir)?;
-    let submission = engine.submit(workflow, overrides, kind)?;
+    let engine = Engine::open(dir)?.with_git(request.git);
+    let submission = engine.submit(request.workflow, request.overrides, kind)?;
     for w in &submission.warnings {
         let w = if w.contains(": warning: ") {
             w.clone()
@@ -352,6 +359,12 @@ pub fn ps(
             if !r.tags.is_empty() {
                 let _ = writeln!(out, "tags      {}", r.tags.join(", "));
             }
+            let git = r
+                .git
+                .as_ref()
+                .and_then(|g| g["describe"].as_str())
+                .unwrap_or("not recorded (run with `--no-git`)");
+            let _ = writeln!(out, "git       {git}");
             if r.orphaned {
                 let _ = writeln!(
                     out,
@@ -428,8 +441,8 @@ pub fn ps(
         .max(8);
     let _ = writeln!(
         out,
-        "{:width$}  {:wf_width$}  {:9}  {:8}  {:5}  {:10}  {:8}  TAGS",
-        "RUN", "WORKFLOW", "STATUS", "EXECUTOR", "JOBS", "SUBMITTED", "DURATION"
+        "{:width$}  {:wf_width$}  {:9}  {:8}  {:5}  {:10}  {:8}  {:14}  TAGS",
+        "RUN", "WORKFLOW", "STATUS", "EXECUTOR", "JOBS", "SUBMITTED", "DURATION", "COMMIT"
     );
     for (r, jobs) in &with_jobs {
         let done = jobs.iter().filter(|j| j.status.succeeded()).count();
@@ -439,7 +452,7 @@ pub fn ps(
             r.status.to_string()
         };
         let line = format!(
-            "{:width$}  {:wf_width$}  {:9}  {:8}  {:5}  {:10}  {:8}  {}",
+            "{:width$}  {:wf_width$}  {:9}  {:8}  {:5}  {:10}  {:8}  {:14}  {}",
             r.name,
             r.workflow,
             status,
@@ -447,6 +460,7 @@ pub fn ps(
             format!("{done}/{}", jobs.len()),
             age(r.created_at),
             duration(r),
+            commit(r),
             r.tags.join(",")
         );
         let _ = writeln!(out, "{}", line.trim_end());
@@ -458,6 +472,23 @@ pub fn ps(
         );
     }
     Ok(())
+}
+
+/// The run's commit for `ps`: 8 hex digits, `-dirty` when it had local changes (as `git
+/// describe --dirty` says), `(no commit)` in a repository without one, `-` without Git.
+fn commit(r: &RunRecord) -> String {
+    let Some(git) = &r.git else {
+        return "-".to_owned();
+    };
+    let dirty = if git["dirty"].as_bool().unwrap_or(false) {
+        "-dirty"
+    } else {
+        ""
+    };
+    match git["commit"].as_str() {
+        Some(c) => format!("{}{dirty}", &c[..c.len().min(8)]),
+        None => "(no commit)".to_owned(),
+    }
 }
 
 pub fn logs(

@@ -299,7 +299,44 @@ impl Project {
             state: None,
         };
         project.write_workflows(workflows);
+        // Runs capture the Git state by default: every project is a repository with one
+        // commit, as a user's would be.
+        project.git(&["init", "-q"]);
+        project.git(&["add", "-A"]);
+        project.git(&["commit", "-q", "-m", "initial"]);
         project
+    }
+
+    /// A project that is not a Git repository.
+    fn without_git(workflows: &str) -> Project {
+        let project = Project::new(workflows);
+        std::fs::remove_dir_all(project.root.join(".git")).expect("rm .git");
+        project
+    }
+
+    /// Runs `git ARGS` in the project, which must succeed; returns its stdout.
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=dstack tests",
+                "-c",
+                "user.email=tests@dstack.invalid",
+            ])
+            .args(["-c", "init.defaultBranch=main", "-c", "core.autocrlf=false"])
+            .args(args)
+            .current_dir(&self.root)
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("git starts");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Keeps the state in a folder outside the project, through `DSTACK_STATE_DIR`.
@@ -1887,4 +1924,299 @@ workflows:
         "warning: `prepare:latest` reuses run `{}`, whose `prepare` ran with other variables: SEED was `1` (now `9`)",
         prepared.run_name()
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git: runs capture the user's exact tree
+// ---------------------------------------------------------------------------------------------
+
+/// Every entry under `root` as (relative path bytes, what it is), leaving out the folders
+/// `skip` names (relative paths). Files carry their bytes and executable bit, links their
+/// target.
+fn tree_of(root: &Path, skip: &[&str]) -> Vec<(Vec<u8>, String)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            let rel = path.strip_prefix(root).expect("under root");
+            if skip.iter().any(|s| rel == Path::new(s)) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!(
+                    "link -> {}",
+                    std::fs::read_link(&path).expect("link").display()
+                )
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                format!(
+                    "file exec={} {:?}",
+                    meta.permissions().mode() & 0o100 != 0,
+                    String::from_utf8_lossy(&bytes)
+                )
+            };
+            out.push((rel.as_os_str().as_bytes().to_vec(), what));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_job_runs_exactly_the_users_tree_and_a_resume_runs_the_same_tree_after_edits() {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = Project::new(
+        r"
+workflows:
+  - name: tree
+    provider: docker
+    image: ubuntu
+    commands:
+      - n=$(ls @PROBE | grep -c '^seen' || true); mkdir @PROBE/seen-$n; cp -a . @PROBE/seen-$n/
+      - test -e @PROBE/go
+",
+    );
+    let w = |rel: &str, bytes: &[u8]| {
+        let path = p.root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    };
+    // Committed state.
+    w("a.txt", b"committed a\n");
+    w("b.txt", b"to be deleted\n");
+    w("c.txt", b"to be renamed\n");
+    w("script.sh", b"#!/bin/sh\necho hi\n");
+    w("src/model.py", b"print('model')\n");
+    w(".gitignore", b"*.log\n");
+    w("kept.log", b"tracked although ignored\n");
+    p.git(&["add", "-A"]);
+    p.git(&["add", "-f", "kept.log"]);
+    p.git(&["commit", "-q", "-m", "files"]);
+    // Local changes of every kind.
+    w("a.txt", b"modified a\n");
+    std::fs::remove_file(p.root.join("b.txt")).expect("rm");
+    p.git(&["mv", "c.txt", "d.txt"]);
+    w("staged.txt", b"staged new file\n");
+    p.git(&["add", "staged.txt"]);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    w("data/blob.bin", &binary);
+    std::fs::set_permissions(
+        p.root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(p.root.join(latin1), b"not utf-8 name\n").expect("write");
+    std::os::unix::fs::symlink("src/model.py", p.root.join("link.py")).expect("symlink");
+    w("debug.log", b"ignored, never captured\n");
+
+    let status_before = p.git(&["status", "--porcelain", "-z", "--untracked-files=all"]);
+    let index_before = std::fs::read(p.root.join(".git/index")).expect("index");
+    let user_tree = tree_of(&p.root, &[".git", ".dstack/state", "debug.log"]);
+
+    let out = p.run("tree", &[]);
+    out.code(1);
+    out.stderr_has("note: git: main @ ")
+        .stderr_has("local changes: ");
+    let name = out.run_name();
+    let seen = tree_of(&p.probe("seen-0"), &[]);
+    assert_eq!(
+        seen, user_tree,
+        "the job's tree differs from the user's working tree"
+    );
+    assert!(!p.probe("seen-0/debug.log").exists());
+
+    // The user keeps editing; the resumed run still runs what was captured.
+    w("a.txt", b"edited after the run\n");
+    w("later.txt", b"new after the run\n");
+    p.touch("go");
+    p.dstack(&["resume", &name]).ok();
+    let again = tree_of(&p.probe("seen-1"), &[]);
+    assert_eq!(again, user_tree, "the resumed job saw other files");
+
+    // The user's repository was only read.
+    std::fs::write(p.root.join("a.txt"), b"modified a\n").expect("write");
+    std::fs::remove_file(p.root.join("later.txt")).expect("rm");
+    assert_eq!(
+        p.git(&["status", "--porcelain", "-z", "--untracked-files=all"]),
+        status_before
+    );
+    assert_eq!(
+        std::fs::read(p.root.join(".git/index")).expect("index"),
+        index_before,
+        "the index was written"
+    );
+    // The captured tree is not left behind once the run is driven.
+    assert!(
+        !p.state_dir()
+            .join("runs")
+            .join(&name)
+            .join("source")
+            .exists()
+    );
+}
+
+#[test]
+fn outside_a_repository_a_run_needs_no_git_and_says_how() {
+    let p = Project::without_git(
+        r"
+workflows:
+  - name: hello
+    provider: docker
+    image: ubuntu
+    commands:
+      - echo hello > @PROBE/ran
+",
+    );
+    let out = p.run("hello", &[]);
+    out.code(1)
+        .stderr_has("is not in a Git repository")
+        .stderr_has("git init")
+        .stderr_has("--no-git");
+    assert!(p.count("ran") == 0, "nothing may run");
+    assert_eq!(p.ps_all().len(), 0, "no run may be recorded");
+
+    p.run("hello", &["--no-git"]).ok();
+    assert_eq!(p.read_probe("ran"), "hello\n");
+    let out = p
+        .command(&["run", "hello", "--executor", "local"])
+        .env("DSTACK_NO_GIT", "1")
+        .output()
+        .expect("dstack starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = p.ps_all();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["git"].is_null()), "{runs:?}");
+    let list = p.dstack(&["ps"]);
+    list.ok();
+    let line = list.stdout.lines().nth(1).expect("a run line");
+    assert!(line.ends_with("  -"), "{line}");
+    let name = runs[0]["name"].as_str().expect("name");
+    p.dstack(&["ps", name])
+        .ok()
+        .stdout_has("git       not recorded (run with `--no-git`)");
+}
+
+#[test]
+fn ps_shows_the_commit_and_whether_the_tree_had_local_changes() {
+    let p = Project::new(
+        r"
+workflows:
+  - name: hello
+    provider: docker
+    image: ubuntu
+    commands:
+      - echo hello
+",
+    );
+    let commit = p.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let clean = p.run("hello", &[]);
+    clean.ok().stderr_has("no local changes");
+    let clean = clean.run_name();
+    std::fs::write(p.root.join("notes.md"), "draft\n").expect("write");
+    let dirty = p.run("hello", &[]).run_name();
+
+    let list = p.dstack(&["ps"]);
+    list.ok();
+    let line_of = |name: &str| {
+        list.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {list}"))
+            .to_owned()
+    };
+    let column = |name: &str, want: &str| {
+        assert!(
+            line_of(name).split_whitespace().any(|w| w == want),
+            "{want} in {list}"
+        );
+    };
+    column(&clean, &commit[..8]);
+    column(&dirty, &format!("{}-dirty", &commit[..8]));
+    let detail = p.dstack(&["ps", &dirty]);
+    detail.ok().stdout_has(&format!(
+        "git       main @ {}, local changes: 1 added",
+        &commit[..12]
+    ));
+    let json = p.ps(&dirty);
+    assert_eq!(json["git"]["dirty"], true);
+    assert_eq!(json["git"]["commit"], commit.as_str());
+    assert_eq!(p.ps(&clean)["git"]["dirty"], false);
+    // The state folder never shows up in the user's `git status`.
+    assert_eq!(
+        p.git(&["status", "--porcelain", "--untracked-files=all"]),
+        "?? notes.md\n"
+    );
+}
+
+#[test]
+fn a_repository_without_a_commit_runs_its_files() {
+    let p = Project::without_git(
+        r"
+workflows:
+  - name: hello
+    provider: docker
+    image: ubuntu
+    commands:
+      - cat input.txt > @PROBE/ran
+",
+    );
+    std::fs::write(p.root.join("input.txt"), "first\n").expect("write");
+    p.git(&["init", "-q"]);
+    let out = p.run("hello", &[]);
+    out.ok().stderr_has("(no commit yet)");
+    assert_eq!(p.read_probe("ran"), "first\n");
+    let list = p.dstack(&["ps"]);
+    list.ok().stdout_has("(no commit)");
+}
+
+#[test]
+fn a_resume_whose_commit_was_garbage_collected_fails_clearly_and_keeps_the_run() {
+    let p = Project::new(
+        r"
+workflows:
+  - name: flaky
+    provider: docker
+    image: ubuntu
+    commands:
+      - test -e @PROBE/go
+",
+    );
+    std::fs::write(p.root.join("v.txt"), "2\n").expect("write");
+    p.git(&["add", "-A"]);
+    p.git(&["commit", "-q", "-m", "second"]);
+    let commit = p.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let name = p.run("flaky", &[]).run_name();
+    // The user rewrites history and collects garbage: the run's commit is gone.
+    p.git(&["reset", "-q", "--hard", "HEAD^"]);
+    p.git(&["reflog", "expire", "--expire=now", "--all"]);
+    p.git(&["gc", "-q", "--prune=now"]);
+    p.touch("go");
+    let out = p.dstack(&["resume", &name]);
+    out.code(1).stderr_has(&format!(
+        "commit {commit} of this run is not in the Git repository"
+    ));
+    let run = p.ps(&name);
+    assert_eq!(status(&run), "failed", "{run}");
+    assert!(
+        !p.state_dir()
+            .join("runs")
+            .join(&name)
+            .join("source")
+            .exists(),
+        "no half-written tree"
+    );
 }

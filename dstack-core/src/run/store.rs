@@ -5,7 +5,9 @@
 //! otherwise):
 //!
 //! ```text
+//! .gitignore                     `*`: the state stays out of the project's repository
 //! dstack.db                      runs, jobs, tags (WAL mode: readers never block the driver)
+//! runs/<run>/git/                the captured Git state (written by the embedder, e.g. dstack-exec)
 //! runs/<run>/logs/<job>.log      one record per line: `o ` or `e ` (stream), then the text
 //! runs/<run>/jobs/<job>/         the job's private tree while it runs
 //! runs/<run>/artifacts/<job>/    its saved artifacts, at their relative paths
@@ -242,6 +244,19 @@ impl RunStore {
             path: dir.clone(),
             source,
         })?;
+        // The state never belongs in the project's repository, wherever the folder is: a
+        // `.gitignore` of its own keeps it out of `git status` without touching the user's.
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(
+                &ignore,
+                "# Written by dstack: run state, logs and artifacts.\n*\n",
+            )
+            .map_err(|source| StoreError::Io {
+                path: ignore.clone(),
+                source,
+            })?;
+        }
         let db = dir.join("dstack.db");
         let err = |e: rusqlite::Error| StoreError::Database {
             path: db.clone(),
