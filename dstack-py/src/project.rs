@@ -848,11 +848,13 @@ impl Project {
     /// - `keep_going`: after a failure, keep running what does not depend on it.
     /// - `on_event`: called (in this thread, in order) with every `Event` of the run.
     /// - `echo`: write the jobs' output and status changes to `sys.stdout`/`sys.stderr`.
+    /// - `no_git`: run the folder as it is. By default the project must be in a Git
+    ///   repository: the run records its commit and local changes and runs exactly that tree.
     ///
     /// The GIL is released while jobs run. Ctrl-C (or SIGTERM) stops the run, waits until
     /// nothing it started is left, and raises `KeyboardInterrupt`. Raises `ExecutionError`
     /// when the run does not succeed, `ExecutorUnavailable`, `ConfigError`, `PlanError`.
-    #[pyo3(signature = (workflow, variables = None, *, executor = "auto", jobs = None, keep_going = false, on_event = None, echo = true))]
+    #[pyo3(signature = (workflow, variables = None, *, executor = "auto", jobs = None, keep_going = false, on_event = None, echo = true, no_git = false))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -864,6 +866,7 @@ impl Project {
         keep_going: bool,
         on_event: Option<Bound<'_, PyAny>>,
         echo: bool,
+        no_git: bool,
     ) -> PyResult<Run> {
         let request = runs::Request::new(
             workflow,
@@ -873,7 +876,8 @@ impl Project {
             keep_going,
             on_event,
             echo,
-        )?;
+        )?
+        .with_git(!no_git);
         let engine = self.engine()?;
         runs::run_blocking(py, engine, request)
     }
@@ -881,7 +885,7 @@ impl Project {
     /// `run()` for asyncio: `await project.run_async(...)` drives the run on the module's tokio
     /// runtime without blocking the event loop; `on_event` is called on the loop. Cancelling the
     /// awaiting task stops the run (its jobs are stopped in the background).
-    #[pyo3(signature = (workflow, variables = None, *, executor = "auto", jobs = None, keep_going = false, on_event = None, echo = true))]
+    #[pyo3(signature = (workflow, variables = None, *, executor = "auto", jobs = None, keep_going = false, on_event = None, echo = true, no_git = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_async<'py>(
         &self,
@@ -893,6 +897,7 @@ impl Project {
         keep_going: bool,
         on_event: Option<Bound<'py, PyAny>>,
         echo: bool,
+        no_git: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = runs::Request::new(
             workflow,
@@ -902,7 +907,8 @@ impl Project {
             keep_going,
             on_event,
             echo,
-        )?;
+        )?
+        .with_git(!no_git);
         let engine = self.engine()?;
         runs::run_async(py, engine, request)
     }

@@ -46,6 +46,7 @@ pub(crate) struct Request {
     options: RunOptions,
     on_event: Option<Py<PyAny>>,
     echo: bool,
+    git: bool,
 }
 
 fn options(jobs: Option<usize>, keep_going: bool) -> PyResult<RunOptions> {
@@ -96,7 +97,14 @@ impl Request {
             options: options(jobs, keep_going)?,
             on_event: callback(on_event)?,
             echo,
+            git: true,
         })
+    }
+
+    /// Whether the run captures and runs the project's Git state (not `no_git=True`).
+    pub(crate) fn with_git(mut self, git: bool) -> Self {
+        self.git = git;
+        self
     }
 }
 
@@ -461,7 +469,14 @@ enum Msg {
 /// Runs `workflow` and blocks until it ends.
 pub(crate) fn run_blocking(py: Python<'_>, engine: Engine, req: Request) -> PyResult<Run> {
     let submission = py
-        .detach(|| catching_providers(|| engine.submit(&req.workflow, &req.overrides, req.kind)))?;
+        .detach(|| {
+            catching_providers(|| {
+                engine
+                    .clone()
+                    .with_git(req.git)
+                    .submit(&req.workflow, &req.overrides, req.kind)
+            })
+        })?;
     report_submission(py, &submission, req.echo)?;
     let extra = Extra {
         warnings: submission.warnings,
@@ -772,7 +787,8 @@ fn start_async<'py>(py: Python<'py>, engine: Engine, req: Request) -> PyResult<B
         },
     )?;
     let echo = req.echo;
-    let (workflow, overrides, kind, options) = (req.workflow, req.overrides, req.kind, req.options);
+    let (workflow, overrides, kind, options, git) =
+        (req.workflow, req.overrides, req.kind, req.options, req.git);
     let fut = async move {
         let abandoned = Arc::new(AtomicBool::new(false));
         let mut guard = CancelOnDrop {
@@ -780,7 +796,7 @@ fn start_async<'py>(py: Python<'py>, engine: Engine, req: Request) -> PyResult<B
             abandoned: abandoned.clone(),
             armed: true,
         };
-        let submitting = engine.clone();
+        let submitting = engine.clone().with_git(git);
         let submission = tokio::task::spawn_blocking(move || {
             let submission = catching_providers(|| submitting.submit(&workflow, &overrides, kind))?;
             Python::attach(|py| report_submission(py, &submission, echo))?;
@@ -1208,6 +1224,15 @@ impl Run {
     fn variables<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let v = self.with(|s| s.run.variables.clone());
         json_to_py(py, &v)
+    }
+
+    /// The Git state the run captured (`commit`, `head`, `remote`, `dirty` — whether there
+    /// were local changes —, `counts`, `bytes`, `describe`), or `None` for a run made with
+    /// `no_git=True`.
+    #[getter]
+    fn git<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let v = self.with(|s| s.run.git.clone());
+        v.map(|v| json_to_py(py, &v)).transpose()
     }
 
     /// Why it ended the way it did.

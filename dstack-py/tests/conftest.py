@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 import textwrap
 from collections.abc import Callable
 
@@ -22,13 +23,16 @@ def state_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathli
 
 @pytest.fixture
 def make_project(tmp_path: pathlib.Path) -> ProjectFactory:
-    """Writes `.dstack/workflows.yaml` (and optionally `variables.yaml` and other files)."""
+    """Writes `.dstack/workflows.yaml` (and optionally `variables.yaml` and other files) into
+    a Git repository with one commit, as a user's project would be (`git=False`: a plain
+    folder)."""
 
     def make(
         workflows: str,
         variables: str | None = None,
         files: dict[str, str] | None = None,
         name: str = "project",
+        git: bool = True,
     ) -> pathlib.Path:
         root = tmp_path / name
         (root / ".dstack").mkdir(parents=True)
@@ -39,9 +43,32 @@ def make_project(tmp_path: pathlib.Path) -> ProjectFactory:
             f = root / path
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(textwrap.dedent(text).lstrip())
+        if git:
+            run_git(root, "init", "-q")
+            run_git(root, "add", "-A")
+            run_git(root, "commit", "-q", "-m", "initial")
         return root
 
     return make
+
+
+def run_git(root: pathlib.Path, *args: str) -> str:
+    """`git ARGS` in `root`, which must succeed; returns its output."""
+    done = subprocess.run(
+        [
+            "git",
+            "-c", "user.name=dstack tests",
+            "-c", "user.email=tests@dstack.invalid",
+            "-c", "init.defaultBranch=main",
+            *args,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"git {args}: {done.stderr}"
+    return done.stdout
 
 
 def processes_with(marker: str) -> list[str]:

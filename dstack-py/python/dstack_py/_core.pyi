@@ -331,6 +331,8 @@ class Run:
     @property
     def variables(self) -> dict[str, Any]: ...
     @property
+    def git(self) -> dict[str, Any] | None: ...
+    @property
     def message(self) -> str | None: ...
     @property
     def created_at(self) -> datetime.datetime: ...
@@ -406,6 +408,7 @@ class Project:
         keep_going: bool = False,
         on_event: Callable[[Event], object] | None = None,
         echo: bool = True,
+        no_git: bool = False,
     ) -> Run: ...
     async def run_async(
         self,
@@ -417,6 +420,7 @@ class Project:
         keep_going: bool = False,
         on_event: Callable[[Event], object] | None = None,
         echo: bool = True,
+        no_git: bool = False,
     ) -> Run: ...
     def resume(
         self,
