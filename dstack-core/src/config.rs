@@ -271,7 +271,7 @@ impl Project {
             Some(text) => {
                 let mut sink = Sink::new(&files.workflows, &mut diags);
                 match yaml::parse(text, Limits::default(), &mut sink) {
-                    Some(node) => parse_workflows(&node, &mut sink),
+                    Some(node) => parse_workflows(node, &mut sink),
                     None if sink_is_clean(text) => {
                         sink.error(Pos::NONE, Code::EmptyFile, "the workflows file is empty")
                             .help("add a `workflows:` list, e.g. `workflows: [{name: hello, provider: docker, image: ubuntu, commands: [echo hi]}]`");
@@ -580,7 +580,7 @@ fn name_of(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
     Some(s.text.clone())
 }
 
-fn parse_workflows(root: &Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
+fn parse_workflows(mut root: Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
     let Some(entries) = root.as_map() else {
         sink.error(
             root.pos,
@@ -614,8 +614,8 @@ fn parse_workflows(root: &Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
         .help("write `workflows:` followed by a list of workflows");
         return Vec::new();
     };
-    let items = match &list.kind {
-        NodeKind::Seq(items) => items,
+    match &list.kind {
+        NodeKind::Seq(_) => {}
         NodeKind::Scalar(s) if s.value == ScalarValue::Null => return Vec::new(),
         _ => {
             sink.error(
@@ -626,14 +626,28 @@ fn parse_workflows(root: &Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
             .help("write each workflow as a list item: `- name: train`");
             return Vec::new();
         }
+    }
+    // The workflows' parameters are moved out of the tree, not copied.
+    let items = match &mut root.kind {
+        NodeKind::Map(entries) => entries
+            .iter_mut()
+            .find(|e| e.key.text == "workflows")
+            .map(|e| std::mem::replace(&mut e.value.kind, NodeKind::Seq(Vec::new()))),
+        _ => None,
+    };
+    let Some(NodeKind::Seq(items)) = items else {
+        return Vec::new();
     };
     items
-        .iter()
+        .into_iter()
         .filter_map(|item| parse_workflow(item, sink))
         .collect()
 }
 
-fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
+/// The keys `parse_workflow` reads itself; every other key is a parameter.
+const WORKFLOW_OWN_KEYS: [&str; 5] = ["name", "provider", "depends-on", "depends_on", "help"];
+
+fn parse_workflow(node: Node, sink: &mut Sink<'_>) -> Option<Workflow> {
     let Some(entries) = node.as_map() else {
         sink.error(
             node.pos,
@@ -656,7 +670,6 @@ fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
     let mut provider_pos = node.pos;
     let mut depends_on = Vec::new();
     let mut help = None;
-    let mut params = Vec::new();
     for e in entries {
         match e.key.text.as_str() {
             "name" => {}
@@ -693,7 +706,7 @@ fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
                     );
                 }
             },
-            _ => params.push(e.clone()),
+            _ => {}
         }
     }
     if node.get("provider").is_none() {
@@ -707,10 +720,19 @@ fn parse_workflow(node: &Node, sink: &mut Sink<'_>) -> Option<Workflow> {
             BUILTIN_PROVIDERS.join("`, `")
         ));
     }
+    let (name, provider) = (name?, provider?);
+    let pos = node.pos;
+    let params = match node.kind {
+        NodeKind::Map(entries) => entries
+            .into_iter()
+            .filter(|e| !WORKFLOW_OWN_KEYS.contains(&e.key.text.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    };
     Some(Workflow {
-        name: name?,
-        pos: node.pos,
-        provider: provider?,
+        name,
+        pos,
+        provider,
         provider_pos,
         depends_on,
         help,

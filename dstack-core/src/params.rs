@@ -13,7 +13,16 @@ use indexmap::IndexMap;
 
 use crate::diag::{Code, Diagnostic, Location, Severity, did_you_mean};
 use crate::resources::{GpuRequest, MEMORY_UNITS_HELP, Resources, parse_memory};
-use crate::yaml::{Entry, Node, NodeKind, Pos, ScalarValue};
+use crate::variables::Origin;
+use crate::yaml::{Key, Node, NodeKind, Pos, ScalarValue};
+
+/// One parameter: its key as written and its value (substituted, or as written when it holds
+/// no `${{ }}`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Param<'a> {
+    pub key: &'a Key,
+    pub value: &'a Node,
+}
 
 /// The parameters of one workflow, after variable substitution, as a provider sees them.
 #[derive(Debug)]
@@ -22,23 +31,25 @@ pub struct Params<'a> {
     provider: &'a str,
     path: Arc<Path>,
     pos: Pos,
-    entries: &'a [Entry],
+    entries: Vec<Param<'a>>,
     used: Vec<bool>,
     pub(crate) asked: Vec<String>,
     diagnostics: Vec<Diagnostic>,
     /// Required keys reported missing, with the index of that diagnostic.
     missing: Vec<(String, usize)>,
     /// Where substituted values came from, by the position they were put at.
-    pub(crate) origins: Vec<(Pos, String)>,
+    pub(crate) origins: Vec<Origin<'a>>,
+    /// The file that defines the variables with a position (`variables.yaml`).
+    pub(crate) variables_path: Option<&'a Path>,
 }
 
 impl<'a> Params<'a> {
-    pub(crate) fn new(
+    pub(crate) fn from_params(
         workflow: &'a str,
         provider: &'a str,
         path: Arc<Path>,
         pos: Pos,
-        entries: &'a [Entry],
+        entries: Vec<Param<'a>>,
     ) -> Self {
         Params {
             workflow,
@@ -51,6 +62,7 @@ impl<'a> Params<'a> {
             diagnostics: Vec::new(),
             missing: Vec::new(),
             origins: Vec::new(),
+            variables_path: None,
         }
     }
 
@@ -79,7 +91,7 @@ impl<'a> Params<'a> {
         }
         let i = self.entries.iter().position(|e| e.key.text == key)?;
         self.used[i] = true;
-        Some(&self.entries[i].value)
+        Some(self.entries[i].value)
     }
 
     /// Marks `key` as understood without reading it (parameters meant for someone else).
@@ -96,7 +108,7 @@ impl<'a> Params<'a> {
             return new;
         };
         self.used[i] = true;
-        let entry = &self.entries[i];
+        let entry = self.entries[i];
         if new.is_some() {
             self.error(
                 entry.key.pos,
@@ -111,7 +123,7 @@ impl<'a> Params<'a> {
             Code::Deprecated,
             format!("`{old}` is deprecated; use `{key}`"),
         );
-        Some(&entry.value)
+        Some(entry.value)
     }
 
     /// Reports an error located at `pos` in the workflow's file.
@@ -133,12 +145,14 @@ impl<'a> Params<'a> {
     ) -> &mut Diagnostic {
         // A bad value that a variable put there: say where the variable's value comes from.
         let help = match code {
-            Code::Type | Code::InvalidValue | Code::InvalidPath => self
-                .origins
-                .iter()
-                .filter(|(at, _)| *at == pos)
-                .map(|(_, origin)| origin.clone())
-                .collect(),
+            Code::Type | Code::InvalidValue | Code::InvalidPath => {
+                let variables = self.variables_path.unwrap_or(Path::new(""));
+                self.origins
+                    .iter()
+                    .filter(|o| o.pos == pos)
+                    .map(|o| o.describe(variables))
+                    .collect()
+            }
             _ => Vec::new(),
         };
         self.diagnostics.push(Diagnostic {
@@ -684,13 +698,16 @@ impl<'a> Params<'a> {
 
     /// Reports every key that no accessor asked for, and returns all diagnostics.
     pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
+        if self.used.iter().all(|&u| u) {
+            return self.diagnostics;
+        }
         let mut keys: Vec<&str> = self.asked.iter().map(String::as_str).collect();
         keys.extend(crate::config::WORKFLOW_KEYS);
         keys.sort_unstable();
         keys.dedup();
         let list = keys.join("`, `");
         let mut drop = Vec::new();
-        for (i, entry) in self.entries.iter().enumerate() {
+        for (i, entry) in self.entries.clone().into_iter().enumerate() {
             if self.used[i] {
                 continue;
             }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Project, ProviderRef};
 use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
 use crate::error::Error;
-use crate::params::Params;
+use crate::params::{Param, Params};
 use crate::resources::{Resources, format_bytes};
 use crate::variables::{Budget, Overrides, ResolvedOverrides, Substitution, env_name};
 use crate::yaml::{Node, NodeKind, ScalarValue};
@@ -170,11 +170,13 @@ impl Project {
     /// The workflows `target` needs, itself included, each after its dependencies (by level,
     /// then file order).
     fn closure(&self, target: usize) -> Vec<usize> {
-        let mut level: HashMap<usize, usize> = HashMap::new();
+        // `level[i]`: the level of workflow `i` once known.
+        let mut level: Vec<Option<usize>> = vec![None; self.workflows.len()];
+        let mut order: Vec<usize> = Vec::new();
         // Iterative post-order walk; `load` has ruled out cycles.
         let mut stack = vec![(target, false)];
         while let Some((i, expanded)) = stack.pop() {
-            if level.contains_key(&i) {
+            if level[i].is_some() {
                 continue;
             }
             let deps = self.workflows[i]
@@ -184,18 +186,18 @@ impl Project {
                 .filter_map(|d| self.index.get(&d.workflow).copied());
             if expanded {
                 let l = deps
-                    .filter_map(|j| level.get(&j))
+                    .filter_map(|j| level[j])
                     .map(|l| l + 1)
                     .max()
                     .unwrap_or(0);
-                level.insert(i, l);
+                level[i] = Some(l);
+                order.push(i);
             } else {
                 stack.push((i, true));
-                stack.extend(deps.filter(|j| !level.contains_key(j)).map(|j| (j, false)));
+                stack.extend(deps.filter(|&j| level[j].is_none()).map(|j| (j, false)));
             }
         }
-        let mut order: Vec<usize> = level.keys().copied().collect();
-        order.sort_by_key(|i| (level[i], *i));
+        order.sort_unstable_by_key(|&i| (level[i], i));
         order
     }
 
@@ -211,25 +213,41 @@ impl Project {
         diags: &mut Vec<Diagnostic>,
     ) -> Vec<JobSpec> {
         let wf = &self.workflows[i];
-        let vars = self.variables.visible(&wf.name, resolved);
+        let vars = self.variables.visible_refs(&wf.name, resolved);
         let mut substitution = Substitution {
             vars: &vars,
             workflow: &wf.name,
             source: self.workflows_source.as_deref(),
-            variables_path: &self.files.variables,
             origins: Vec::new(),
             budget,
         };
-        let params = substitution.entries(&wf.params, &mut Sink::new(&self.files.workflows, diags));
+        // Only the values that hold a `${{ }}` are rebuilt; the others are read in place.
+        let substituted: Vec<Option<Node>> = {
+            let mut sink = Sink::new(&self.files.workflows, diags);
+            wf.params
+                .iter()
+                .map(|e| substitution.changed(&e.value, &mut sink))
+                .collect()
+        };
+        let params: Vec<Param<'_>> = wf
+            .params
+            .iter()
+            .zip(&substituted)
+            .map(|(e, new)| Param {
+                key: &e.key,
+                value: new.as_ref().unwrap_or(&e.value),
+            })
+            .collect();
         let provider_name = wf.provider.name();
-        let mut reader = Params::new(
+        let mut reader = Params::from_params(
             &wf.name,
             provider_name,
             self.files.workflows.clone(),
             wf.pos,
-            &params,
+            params,
         );
         reader.origins = substitution.origins;
+        reader.variables_path = Some(&self.files.variables);
         let timeout = reader.duration("timeout");
         let retries = reader
             .integer("retries", 0, 100)
@@ -243,7 +261,7 @@ impl Project {
             None if matches!(&wf.provider, ProviderRef::Named(n) if !self.custom.iter().any(|c| &c.name == n)) =>
             {
                 // An unknown provider, already reported by `load`: its keys cannot be checked.
-                for e in &params {
+                for e in &wf.params {
                     reader.raw_any(&e.key.text);
                 }
                 Vec::new()
@@ -268,7 +286,7 @@ impl Project {
                     d.help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
                 }
                 // Its parameters belong to the provider program: do not report them as unknown.
-                for e in &params {
+                for e in &wf.params {
                     reader.raw_any(&e.key.text);
                 }
                 Vec::new()

@@ -365,7 +365,7 @@ mod tests {
             ("curl", "CurlWorkflow"),
         ] {
             let path: Arc<Path> = Path::new("w.yaml").into();
-            let mut params = Params::new("w", provider, path, Pos::NONE, &[]);
+            let mut params = Params::from_params("w", provider, path, Pos::NONE, Vec::new());
             let _ = params.duration("timeout");
             let _ = params.integer("retries", 0, 100);
             registry.get(provider).expect("built-in").jobs(&mut params);

@@ -154,17 +154,30 @@ impl Variables {
     /// overrides that name a variable it sees (or every override allowed without a definition).
     #[must_use]
     pub fn visible(&self, workflow: &str, overrides: &ResolvedOverrides) -> IndexMap<String, Node> {
-        let mut vars: IndexMap<String, Node> = IndexMap::new();
+        self.visible_refs(workflow, overrides)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// [`Variables::visible`] without copies: names and values borrowed from `self` and
+    /// `overrides`, in the same order.
+    pub(crate) fn visible_refs<'a>(
+        &'a self,
+        workflow: &str,
+        overrides: &'a ResolvedOverrides,
+    ) -> IndexMap<&'a str, &'a Node> {
+        let mut vars: IndexMap<&'a str, &'a Node> = IndexMap::new();
         for name in [GLOBAL_SECTION, workflow] {
             if let Some(section) = self.sections.get(name) {
                 for (k, v) in &section.vars {
-                    vars.insert(k.clone(), v.value.clone());
+                    vars.insert(k.as_str(), &v.value);
                 }
             }
         }
         for (name, value, defined) in &overrides.values {
-            if !defined || vars.contains_key(name) {
-                vars.insert(name.clone(), value.clone());
+            if !defined || vars.contains_key(name.as_str()) {
+                vars.insert(name.as_str(), value);
             }
         }
         vars
@@ -415,16 +428,14 @@ fn match_variable<'a>(given: &str, names: &[&'a str]) -> Match<'a> {
 /// can say "`two` comes from `--tgpu` on the command line".
 pub(crate) struct Substitution<'a> {
     /// The variables the workflow sees.
-    pub vars: &'a IndexMap<String, Node>,
+    pub vars: &'a IndexMap<&'a str, &'a Node>,
     /// The workflow's name, for messages.
     pub workflow: &'a str,
     /// The text of the file being substituted, to locate expressions inside quoted and block
     /// scalars, whose text differs from the source.
     pub source: Option<&'a str>,
-    /// The file that defines variables with a position (`variables.yaml`).
-    pub variables_path: &'a std::path::Path,
-    /// `(position of the substituted value, where its variable's value comes from)`.
-    pub origins: Vec<(Pos, String)>,
+    /// Every value put in, with the variable it came from.
+    pub origins: Vec<Origin<'a>>,
     /// What the substitutions of one load or plan may still produce.
     pub budget: &'a mut Budget,
 }
@@ -448,6 +459,50 @@ impl Default for Budget {
     }
 }
 
+/// A value that substitution put into a workflow, and the variable it came from. Turned into
+/// a help line ("`two` is the value of variable `tgpu`, set at ...") only when a check of that
+/// value fails.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin<'a> {
+    /// Where the value was put.
+    pub pos: Pos,
+    /// The variable's name.
+    pub name: &'a str,
+    /// The variable's value.
+    pub value: &'a Node,
+}
+
+impl Origin<'_> {
+    /// The help line that says where the value comes from.
+    pub(crate) fn describe(&self, variables_path: &std::path::Path) -> String {
+        let (name, value) = (self.name, self.value);
+        let shown = match &value.kind {
+            NodeKind::Scalar(s) => format!("`{}`", s.text),
+            _ => value.type_name().to_owned(),
+        };
+        let from = if value.pos.is_known() {
+            format!(
+                "set at {}:{}:{}",
+                variables_path.display(),
+                value.pos.line,
+                value.pos.column
+            )
+        } else {
+            format!("given as `--{name}` on the command line or through the API")
+        };
+        format!("{shown} is the value of variable `{name}`, {from}")
+    }
+}
+
+/// Whether `node` holds a `${{` anywhere (in a string scalar: keys are never substituted).
+fn has_expression(node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::Scalar(s) => s.value == ScalarValue::Str && s.text.contains(OPEN),
+        NodeKind::Seq(items) => items.iter().any(has_expression),
+        NodeKind::Map(entries) => entries.iter().any(|e| has_expression(&e.value)),
+    }
+}
+
 /// The bytes of text in a node.
 fn text_bytes(node: &Node) -> usize {
     match &node.kind {
@@ -464,30 +519,45 @@ const OPEN: &str = "${{";
 const CLOSE: &str = "}}";
 
 impl<'a> Substitution<'a> {
-    /// Substitutes the values of a mapping's entries (keys are never substituted).
-    pub(crate) fn entries(&mut self, entries: &[Entry], sink: &mut Sink<'_>) -> Vec<Entry> {
-        entries
-            .iter()
-            .map(|e| Entry {
-                key: e.key.clone(),
-                value: self.node(&e.value, sink),
-            })
-            .collect()
+    /// Substitutes every string of `node`.
+    #[cfg(test)]
+    pub(crate) fn node(&mut self, node: &Node, sink: &mut Sink<'_>) -> Node {
+        self.changed(node, sink).unwrap_or_else(|| node.clone())
     }
 
-    /// Substitutes every string of `node`.
-    pub(crate) fn node(&mut self, node: &Node, sink: &mut Sink<'_>) -> Node {
-        match &node.kind {
+    /// Substitutes every string of `node`; `None` when nothing in it changes (no `${{`), so
+    /// that the caller keeps the node as it is instead of a copy. Only the subtrees that hold
+    /// an expression are rebuilt.
+    pub(crate) fn changed(&mut self, node: &Node, sink: &mut Sink<'_>) -> Option<Node> {
+        if !has_expression(node) {
+            return None;
+        }
+        Some(match &node.kind {
             NodeKind::Scalar(s) => self.scalar(node, s, sink),
             NodeKind::Seq(items) => Node {
                 pos: node.pos,
-                kind: NodeKind::Seq(items.iter().map(|n| self.node(n, sink)).collect()),
+                kind: NodeKind::Seq(
+                    items
+                        .iter()
+                        .map(|n| self.changed(n, sink).unwrap_or_else(|| n.clone()))
+                        .collect(),
+                ),
             },
             NodeKind::Map(entries) => Node {
                 pos: node.pos,
-                kind: NodeKind::Map(self.entries(entries, sink)),
+                kind: NodeKind::Map(
+                    entries
+                        .iter()
+                        .map(|e| Entry {
+                            key: e.key.clone(),
+                            value: self
+                                .changed(&e.value, sink)
+                                .unwrap_or_else(|| e.value.clone()),
+                        })
+                        .collect(),
+                ),
             },
-        }
+        })
     }
 
     /// Takes `bytes` from the budget; reports and returns false when it is spent.
@@ -513,25 +583,8 @@ impl<'a> Substitution<'a> {
         false
     }
 
-    fn origin(&mut self, pos: Pos, name: &str, value: &Node) {
-        let shown = match &value.kind {
-            NodeKind::Scalar(s) => format!("`{}`", s.text),
-            _ => value.type_name().to_owned(),
-        };
-        let from = if value.pos.is_known() {
-            format!(
-                "set at {}:{}:{}",
-                self.variables_path.display(),
-                value.pos.line,
-                value.pos.column
-            )
-        } else {
-            format!("given as `--{name}` on the command line or through the API")
-        };
-        self.origins.push((
-            pos,
-            format!("{shown} is the value of variable `{name}`, {from}"),
-        ));
+    fn origin(&mut self, pos: Pos, name: &'a str, value: &'a Node) {
+        self.origins.push(Origin { pos, name, value });
     }
 
     /// Where the expression starting at byte `offset` of the scalar's text is in the file.
@@ -571,9 +624,8 @@ impl<'a> Substitution<'a> {
                     {
                         return poisoned(node, s);
                     }
-                    let value = value.clone();
-                    self.origin(node.pos, &name, &value);
-                    relocated(&value, node.pos)
+                    self.origin(node.pos, name, value);
+                    relocated(value, node.pos)
                 }
                 Err(problem) => {
                     let pos = self.locate(node, s, start);
@@ -611,8 +663,7 @@ impl<'a> Substitution<'a> {
                         if v.value != ScalarValue::Null {
                             out.push_str(&v.text);
                         }
-                        let value = value.clone();
-                        self.origin(node.pos, &name, &value);
+                        self.origin(node.pos, name, value);
                     }
                     _ => {
                         let pos = self.locate(node, s, start);
@@ -646,7 +697,7 @@ impl<'a> Substitution<'a> {
         }
     }
 
-    fn lookup(&mut self, inner: &str) -> Result<(String, &'a Node), Lookup> {
+    fn lookup(&mut self, inner: &str) -> Result<(&'a str, &'a Node), Lookup> {
         let name = inner.trim();
         if name.is_empty() {
             return Err(Lookup::Empty);
@@ -656,12 +707,12 @@ impl<'a> Substitution<'a> {
             return Err(Lookup::NotAName(name.to_owned()));
         }
         let vars = self.vars;
-        match vars.get(name) {
-            Some(v) => Ok((name.to_owned(), v)),
+        match vars.get_key_value(name) {
+            Some((&name, &v)) => Ok((name, v)),
             None => {
                 let hint = if self.budget.suggestions > 0 {
                     self.budget.suggestions -= 1;
-                    did_you_mean(name, vars.keys().map(String::as_str)).map(str::to_owned)
+                    did_you_mean(name, vars.keys().copied()).map(str::to_owned)
                 } else {
                     None
                 };
@@ -787,10 +838,8 @@ mod tests {
     }
 
     fn run(text: &str, style: Style, vars: &[(&str, &str)]) -> (Node, Vec<Diagnostic>) {
-        let vars: IndexMap<String, Node> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), var(v)))
-            .collect();
+        let values: Vec<(&str, Node)> = vars.iter().map(|(k, v)| (*k, var(v))).collect();
+        let vars: IndexMap<&str, &Node> = values.iter().map(|(k, v)| (*k, v)).collect();
         let node = Node {
             pos: Pos::new(3, 10),
             kind: NodeKind::Scalar(Scalar::new(text.into(), style)),
@@ -802,7 +851,6 @@ mod tests {
             vars: &vars,
             workflow: "train",
             source: None,
-            variables_path: Path::new("v.yaml"),
             origins: Vec::new(),
             budget: &mut budget,
         };
