@@ -14,6 +14,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diag::{Code, Sink};
 
+mod fast;
+
 /// A position in a source file: 1-based line and column (in characters).
 ///
 /// Line `0` means "no position" (values that came from the command line or the API).
@@ -463,6 +465,40 @@ pub fn parse_str(
     }
 }
 
+/// Checks the fast front end against saphyr-parser on `text`, for tests and fuzzing.
+///
+/// Returns `Ok(true)` when the fast front end read the document and made the same tree as
+/// saphyr-parser (positions included) about which saphyr-parser reports nothing, `Ok(false)`
+/// when it left the document to saphyr-parser.
+///
+/// # Errors
+/// A description of the difference when the two disagree.
+#[doc(hidden)]
+pub fn compare_front_ends(text: &str) -> Result<bool, String> {
+    let path: std::sync::Arc<std::path::Path> = std::path::Path::new("t.yaml").into();
+    let mut fast_diags = Vec::new();
+    let mut builder = Builder::new(Limits::default());
+    let accepted = fast::parse(text, &mut builder, &mut Sink::new(&path, &mut fast_diags)).is_ok()
+        && fast_diags.is_empty();
+    if !accepted {
+        return Ok(false);
+    }
+    let mut diags = Vec::new();
+    let slow = parse_saphyr(text, Limits::default(), &mut Sink::new(&path, &mut diags));
+    if !diags.is_empty() {
+        return Err(format!(
+            "the fast front end accepted a document about which saphyr-parser reports {diags:?}"
+        ));
+    }
+    // Debug text, so that NaN equals NaN.
+    let (fast, slow) = (format!("{:?}", builder.root), format!("{slow:?}"));
+    if fast == slow {
+        Ok(true)
+    } else {
+        Err(format!("fast front end: {fast}\nsaphyr-parser: {slow}"))
+    }
+}
+
 /// Parses one YAML document into a [`Node`].
 ///
 /// Returns `None` for an empty stream (no document, or a document that is only comments), or
@@ -482,15 +518,26 @@ pub(crate) fn parse(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option
         );
         return None;
     }
-    let mut builder = Builder {
-        limits,
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        nodes: 0,
-        alias_nodes: 0,
-        root: None,
-        documents: 0,
-    };
+    // The common block-style subset first; saphyr-parser for everything else, and for any
+    // document about which there is something to report.
+    let mut builder = Builder::new(limits);
+    let mut reported = Vec::new();
+    if fast::parse(
+        source,
+        &mut builder,
+        &mut Sink::new(sink.path(), &mut reported),
+    )
+    .is_ok()
+        && reported.is_empty()
+    {
+        return builder.root;
+    }
+    parse_saphyr(source, limits, sink)
+}
+
+/// [`parse`] with saphyr-parser only.
+fn parse_saphyr(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option<Node> {
+    let mut builder = Builder::new(limits);
     let mut parser = Parser::new_from_str(source);
     while let Some(item) = parser.next_event() {
         match item {
@@ -523,6 +570,18 @@ struct Builder {
 }
 
 impl Builder {
+    fn new(limits: Limits) -> Builder {
+        Builder {
+            limits,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            alias_nodes: 0,
+            root: None,
+            documents: 0,
+        }
+    }
+
     /// Handles one event. `Ok(false)` ends the stream; `Err` means a fatal error was reported.
     fn event(&mut self, event: Event<'_>, pos: Pos, sink: &mut Sink<'_>) -> Result<bool, ()> {
         match event {

@@ -1,0 +1,577 @@
+//! A fast front end for the block-style subset of YAML that workflow files are written in.
+//!
+//! saphyr-parser's scanner handles all of YAML, one character at a time, and allocates every
+//! scalar; on large workflow files it is most of the time of a load. This scanner reads the
+//! common subset line by line and feeds the same events, at the same positions, to the same
+//! [`Builder`](super::Builder):
+//!
+//! - block mappings whose keys are plain scalars on one line (`key: value`, `key:` followed by
+//!   a nested block, an indentless `- ` list, or nothing);
+//! - block sequences (`- item`, `- key: value` compact mappings);
+//! - flow sequences of scalars on one line (`[a, "b"]`);
+//! - plain scalars on one line, single-quoted and double-quoted scalars on one line without
+//!   backslash escapes;
+//! - comments and blank lines.
+//!
+//! Anything else (anchors, aliases, tags, block scalars, flow mappings, multi-line scalars,
+//! tabs, carriage returns, control characters, byte order marks, document markers, directives,
+//! empty documents...) makes it give up, and so does any diagnostic of the builder, even a
+//! warning: the caller then parses the whole text again with saphyr-parser, which reports
+//! every problem as before. So the fast path decides nothing about errors: a document it
+//! accepts is one saphyr-parser reads into the same events, and every other document takes
+//! the saphyr-parser path. `tests/yaml_fast_path.rs` checks both paths against each other.
+
+use std::borrow::Cow;
+
+use saphyr_parser::{Event, ScalarStyle};
+
+use super::{Builder, Pos};
+use crate::diag::Sink;
+
+/// The document is outside the subset (or the builder refused it): use saphyr-parser.
+pub(super) struct GiveUp;
+
+type Fast<T> = Result<T, GiveUp>;
+
+/// Keys at least this long go to saphyr-parser, which refuses simple keys of more than 1,024
+/// characters.
+const MAX_KEY_BYTES: usize = 1000;
+
+/// One line that holds something (not blank, not only a comment).
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    /// Byte offset of the line's first character.
+    start: usize,
+    /// Byte offset of its first non-space character.
+    content: usize,
+    /// Byte offset of its end (the `\n`, or the end of the text).
+    end: usize,
+    /// 1-based line number.
+    no: u32,
+    /// Whether the line is ASCII (columns are then byte offsets).
+    ascii: bool,
+}
+
+impl Line {
+    fn indent(&self) -> usize {
+        self.content - self.start
+    }
+}
+
+/// How a plain scalar on one line ends.
+enum PlainEnd {
+    /// At the end of the line, or at a comment.
+    Line,
+    /// At a `:` followed by a space or the end of the line, at this byte offset: a key.
+    Colon(usize),
+}
+
+/// Checks that `text` holds nothing the subset excludes anywhere: control characters other
+/// than `\n` (tabs and `\r` included), and the characters YAML or saphyr-parser treat
+/// specially outside ASCII (byte order marks, NEL, line and paragraph separators).
+fn plain_text(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f) {
+        return false;
+    }
+    if text.is_ascii() {
+        return true;
+    }
+    !text.chars().any(|c| {
+        matches!(
+            c,
+            '\u{80}'..='\u{9f}' | '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+        )
+    })
+}
+
+/// Parses `source` into `builder`; `GiveUp` when it is outside the subset or when the builder
+/// reported anything.
+pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) -> Fast<()> {
+    if !plain_text(source) {
+        return Err(GiveUp);
+    }
+    let mut p = Scanner {
+        src: source,
+        bytes: source.as_bytes(),
+        next: 0,
+        next_no: 1,
+        peeked: None,
+        builder,
+        sink,
+    };
+    let Some(first) = p.peek()? else {
+        // An empty stream: saphyr-parser says what it is.
+        return Err(GiveUp);
+    };
+    if first.indent() != 0 {
+        return Err(GiveUp);
+    }
+    p.emit(Event::StreamStart, Pos::new(1, 1))?;
+    p.emit(Event::DocumentStart(false), p.pos(first, first.content))?;
+    p.block_node(first)?;
+    if p.peek()?.is_some() {
+        return Err(GiveUp);
+    }
+    let end = Pos::new(p.next_no, 1);
+    p.emit(Event::DocumentEnd, end)?;
+    match p.builder.event(Event::StreamEnd, end, p.sink) {
+        Ok(_) => Ok(()),
+        Err(()) => Err(GiveUp),
+    }
+}
+
+struct Scanner<'s, 'b, 'k> {
+    src: &'s str,
+    bytes: &'s [u8],
+    /// Byte offset of the next line not read yet.
+    next: usize,
+    /// Its 1-based number.
+    next_no: u32,
+    /// The next line with content, read but not consumed.
+    peeked: Option<Line>,
+    builder: &'b mut Builder,
+    sink: &'b mut Sink<'k>,
+}
+
+impl<'s> Scanner<'s, '_, '_> {
+    /// The next line with content, without consuming it.
+    fn peek(&mut self) -> Fast<Option<Line>> {
+        if self.peeked.is_some() {
+            return Ok(self.peeked);
+        }
+        let bytes = self.bytes;
+        while self.next < bytes.len() {
+            let start = self.next;
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| start + i);
+            let no = self.next_no;
+            self.next = end + 1;
+            self.next_no = self.next_no.checked_add(1).ok_or(GiveUp)?;
+            let content = start
+                + bytes[start..end]
+                    .iter()
+                    .position(|&b| b != b' ')
+                    .unwrap_or(end - start);
+            if content == end || bytes[content] == b'#' {
+                continue;
+            }
+            let line = &bytes[start..end];
+            if content == start
+                && (line.starts_with(b"---") || line.starts_with(b"...") || line[0] == b'%')
+            {
+                return Err(GiveUp);
+            }
+            self.peeked = Some(Line {
+                start,
+                content,
+                end,
+                no,
+                ascii: line.is_ascii(),
+            });
+            return Ok(self.peeked);
+        }
+        Ok(None)
+    }
+
+    /// Marks the peeked line as read.
+    fn consume(&mut self) {
+        self.peeked = None;
+    }
+
+    /// The position of byte offset `at` of `line`.
+    fn pos(&self, line: Line, at: usize) -> Pos {
+        let chars = if line.ascii {
+            at - line.start
+        } else {
+            self.src[line.start..at].chars().count()
+        };
+        Pos::new(line.no, u32::try_from(chars + 1).unwrap_or(u32::MAX))
+    }
+
+    fn emit(&mut self, event: Event<'s>, pos: Pos) -> Fast<()> {
+        match self.builder.event(event, pos, self.sink) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(()) => Err(GiveUp),
+        }
+    }
+
+    fn scalar(&mut self, text: Cow<'s, str>, style: ScalarStyle, pos: Pos) -> Fast<()> {
+        self.emit(Event::Scalar(text, style, 0, None), pos)
+    }
+
+    /// Whether `line` is a block sequence entry (`-` then a space or the end of the line).
+    fn is_entry(&self, line: Line) -> bool {
+        self.bytes[line.content] == b'-'
+            && (line.content + 1 == line.end || self.bytes[line.content + 1] == b' ')
+    }
+
+    /// The offset of the first non-space byte of `line` at or after `at`.
+    fn skip_spaces(&self, line: Line, mut at: usize) -> usize {
+        while at < line.end && self.bytes[at] == b' ' {
+            at += 1;
+        }
+        at
+    }
+
+    /// Checks that `line` holds nothing after `at` but spaces and a comment, and consumes it.
+    fn end_of_line(&mut self, line: Line, at: usize) -> Fast<()> {
+        let rest = self.skip_spaces(line, at);
+        if rest < line.end && !(self.bytes[rest] == b'#' && rest > at) {
+            return Err(GiveUp);
+        }
+        self.consume();
+        Ok(())
+    }
+
+    /// A node that starts a line (after its indentation).
+    fn block_node(&mut self, line: Line) -> Fast<()> {
+        if self.is_entry(line) {
+            self.block_sequence(line, false)
+        } else {
+            self.node_at(line, line.content)
+        }
+    }
+
+    /// A node at `at` that may be a block mapping (at the start of a line or after `- `).
+    fn node_at(&mut self, line: Line, at: usize) -> Fast<()> {
+        match self.bytes[at] {
+            b'[' => {
+                let end = self.flow_sequence(line, at)?;
+                self.end_of_line(line, end)
+            }
+            b'"' | b'\'' => {
+                let end = self.quoted(line, at)?;
+                self.end_of_line(line, end)
+            }
+            _ => {
+                plain_start(self.bytes, at, line.end)?;
+                let (text_end, how) = self.plain(line, at);
+                match how {
+                    PlainEnd::Colon(colon) if text_end == colon => {
+                        self.block_mapping(line, at, colon)
+                    }
+                    PlainEnd::Colon(_) => Err(GiveUp),
+                    PlainEnd::Line => {
+                        let pos = self.pos(line, at);
+                        self.scalar(
+                            Cow::Borrowed(&self.src[at..text_end]),
+                            ScalarStyle::Plain,
+                            pos,
+                        )?;
+                        self.consume();
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// A value after `key: ` on the same line: a scalar or a flow sequence.
+    fn inline_value(&mut self, line: Line, at: usize) -> Fast<()> {
+        match self.bytes[at] {
+            b'[' | b'"' | b'\'' => self.node_at(line, at),
+            _ => {
+                plain_start(self.bytes, at, line.end)?;
+                let (text_end, how) = self.plain(line, at);
+                if matches!(how, PlainEnd::Colon(_)) {
+                    return Err(GiveUp);
+                }
+                let pos = self.pos(line, at);
+                self.scalar(
+                    Cow::Borrowed(&self.src[at..text_end]),
+                    ScalarStyle::Plain,
+                    pos,
+                )?;
+                self.consume();
+                Ok(())
+            }
+        }
+    }
+
+    /// A plain scalar in block context from `at`: where its text ends and how.
+    fn plain(&self, line: Line, at: usize) -> (usize, PlainEnd) {
+        let bytes = self.bytes;
+        let mut i = at;
+        let mut text_end = at;
+        while i < line.end {
+            match bytes[i] {
+                b' ' => {
+                    if bytes.get(i + 1) == Some(&b'#') {
+                        return (text_end, PlainEnd::Line);
+                    }
+                }
+                b':' if i + 1 == line.end || bytes[i + 1] == b' ' => {
+                    return (text_end, PlainEnd::Colon(i));
+                }
+                _ => text_end = i + 1,
+            }
+            i += 1;
+        }
+        (text_end, PlainEnd::Line)
+    }
+
+    /// A block mapping whose first key starts at `at` and ends at the `:` at `colon`.
+    fn block_mapping(&mut self, first: Line, at: usize, colon: usize) -> Fast<()> {
+        let indent = at - first.start;
+        self.emit(Event::MappingStart(0, None), self.pos(first, at))?;
+        let (mut line, mut at, mut colon) = (first, at, colon);
+        loop {
+            if colon - at >= MAX_KEY_BYTES {
+                return Err(GiveUp);
+            }
+            let pos = self.pos(line, at);
+            self.scalar(Cow::Borrowed(&self.src[at..colon]), ScalarStyle::Plain, pos)?;
+            let value = self.skip_spaces(line, colon + 1);
+            if value == line.end || self.bytes[value] == b'#' {
+                // The value is on the next lines, or there is none.
+                self.consume();
+                match self.peek()? {
+                    Some(next) if next.indent() > indent => self.block_node(next)?,
+                    Some(next) if next.indent() == indent && self.is_entry(next) => {
+                        self.block_sequence(next, true)?;
+                    }
+                    _ => {
+                        let pos = self.pos(line, colon);
+                        self.scalar(Cow::Borrowed(""), ScalarStyle::Plain, pos)?;
+                    }
+                }
+            } else {
+                self.inline_value(line, value)?;
+            }
+            // The next key, at the same indentation.
+            match self.peek()? {
+                Some(next) if next.indent() == indent => {
+                    if self.is_entry(next) {
+                        return Err(GiveUp);
+                    }
+                    plain_start(self.bytes, next.content, next.end)?;
+                    match self.plain(next, next.content) {
+                        (text_end, PlainEnd::Colon(c)) if text_end == c => {
+                            (line, at, colon) = (next, next.content, c);
+                        }
+                        _ => return Err(GiveUp),
+                    }
+                }
+                Some(next) if next.indent() > indent => return Err(GiveUp),
+                _ => break,
+            }
+        }
+        self.emit(Event::MappingEnd, Pos::NONE)
+    }
+
+    /// A block sequence whose first `-` starts `first`. An indentless sequence (the value of
+    /// a key at the key's own indentation) starts where its first item does.
+    fn block_sequence(&mut self, first: Line, indentless: bool) -> Fast<()> {
+        let indent = first.indent();
+        let mut line = first;
+        let mut at = self.entry_content(line)?;
+        let start = if indentless { at } else { line.content };
+        self.emit(Event::SequenceStart(0, None), self.pos(line, start))?;
+        loop {
+            self.node_at(line, at)?;
+            match self.peek()? {
+                Some(next) if next.indent() == indent && self.is_entry(next) => {
+                    line = next;
+                    at = self.entry_content(line)?;
+                }
+                Some(next) if next.indent() > indent => return Err(GiveUp),
+                _ => break,
+            }
+        }
+        self.emit(Event::SequenceEnd, Pos::NONE)
+    }
+
+    /// Where the item of the entry `line` starts (on the same line, not another `- `).
+    fn entry_content(&self, line: Line) -> Fast<usize> {
+        let at = self.skip_spaces(line, line.content + 1);
+        if at == line.end || self.bytes[at] == b'#' {
+            return Err(GiveUp);
+        }
+        if self.bytes[at] == b'-' && (at + 1 == line.end || self.bytes[at + 1] == b' ') {
+            return Err(GiveUp);
+        }
+        Ok(at)
+    }
+
+    /// A quoted scalar on one line starting at `at`; returns the offset after its closing quote.
+    fn quoted(&mut self, line: Line, at: usize) -> Fast<usize> {
+        let bytes = self.bytes;
+        let quote = bytes[at];
+        let pos = self.pos(line, at);
+        let body = at + 1;
+        if quote == b'"' {
+            let len = bytes[body..line.end]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')
+                .ok_or(GiveUp)?;
+            if bytes[body + len] == b'\\' {
+                return Err(GiveUp);
+            }
+            let end = body + len;
+            self.check_after_quoted(line, end + 1)?;
+            self.scalar(
+                Cow::Borrowed(&self.src[body..end]),
+                ScalarStyle::DoubleQuoted,
+                pos,
+            )?;
+            return Ok(end + 1);
+        }
+        // Single quotes: `''` stands for one quote.
+        let mut i = body;
+        let mut doubled = false;
+        loop {
+            let len = bytes[i..line.end]
+                .iter()
+                .position(|&b| b == b'\'')
+                .ok_or(GiveUp)?;
+            i += len;
+            if bytes.get(i + 1) == Some(&b'\'') && i + 1 < line.end {
+                doubled = true;
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        let end = i;
+        self.check_after_quoted(line, end + 1)?;
+        let raw = &self.src[body..end];
+        let text = if doubled {
+            Cow::Owned(raw.replace("''", "'"))
+        } else {
+            Cow::Borrowed(raw)
+        };
+        self.scalar(text, ScalarStyle::SingleQuoted, pos)?;
+        Ok(end + 1)
+    }
+
+    /// After a closing quote in block context: a key (`"a": b`) is left to saphyr-parser.
+    fn check_after_quoted(&self, line: Line, after: usize) -> Fast<()> {
+        let rest = self.skip_spaces(line, after);
+        if rest < line.end && self.bytes[rest] == b':' {
+            return Err(GiveUp);
+        }
+        Ok(())
+    }
+
+    /// A flow sequence of scalars on one line, `[` at `at`; returns the offset after `]`.
+    fn flow_sequence(&mut self, line: Line, at: usize) -> Fast<usize> {
+        let bytes = self.bytes;
+        self.emit(Event::SequenceStart(0, None), self.pos(line, at))?;
+        let mut i = self.skip_spaces(line, at + 1);
+        if i < line.end && bytes[i] == b']' {
+            self.emit(Event::SequenceEnd, Pos::NONE)?;
+            return Ok(i + 1);
+        }
+        loop {
+            if i == line.end {
+                return Err(GiveUp);
+            }
+            match bytes[i] {
+                b'"' | b'\'' => {
+                    let pos = self.pos(line, i);
+                    i = self.flow_quoted(line, i, pos)?;
+                }
+                b => {
+                    if is_indicator(b) {
+                        return Err(GiveUp);
+                    }
+                    let start = i;
+                    let mut text_end = i;
+                    while i < line.end {
+                        match bytes[i] {
+                            b',' | b'[' | b']' | b'{' | b'}' => break,
+                            b':' | b'#' => return Err(GiveUp),
+                            b' ' => {}
+                            _ => text_end = i + 1,
+                        }
+                        i += 1;
+                    }
+                    let pos = self.pos(line, start);
+                    self.scalar(
+                        Cow::Borrowed(&self.src[start..text_end]),
+                        ScalarStyle::Plain,
+                        pos,
+                    )?;
+                }
+            }
+            i = self.skip_spaces(line, i);
+            match bytes.get(i) {
+                Some(b',') if i < line.end => {
+                    i = self.skip_spaces(line, i + 1);
+                    if i < line.end && bytes[i] == b']' {
+                        return Err(GiveUp);
+                    }
+                }
+                Some(b']') if i < line.end => {
+                    self.emit(Event::SequenceEnd, Pos::NONE)?;
+                    return Ok(i + 1);
+                }
+                _ => return Err(GiveUp),
+            }
+        }
+    }
+
+    /// A quoted item of a flow sequence; returns the offset after its closing quote.
+    fn flow_quoted(&mut self, line: Line, at: usize, pos: Pos) -> Fast<usize> {
+        let bytes = self.bytes;
+        let quote = bytes[at];
+        let body = at + 1;
+        let len = bytes[body..line.end]
+            .iter()
+            .position(|&b| b == quote || b == b'\\')
+            .ok_or(GiveUp)?;
+        let end = body + len;
+        // Escapes and doubled single quotes go to saphyr-parser.
+        if bytes[end] == b'\\' || bytes.get(end + 1) == Some(&quote) {
+            return Err(GiveUp);
+        }
+        let style = if quote == b'"' {
+            ScalarStyle::DoubleQuoted
+        } else {
+            ScalarStyle::SingleQuoted
+        };
+        self.scalar(Cow::Borrowed(&self.src[body..end]), style, pos)?;
+        Ok(end + 1)
+    }
+}
+
+/// Whether `b` cannot start a plain scalar (or starts one only in some contexts).
+fn is_indicator(b: u8) -> bool {
+    matches!(
+        b,
+        b'-' | b'?'
+            | b':'
+            | b','
+            | b'['
+            | b']'
+            | b'{'
+            | b'}'
+            | b'#'
+            | b'&'
+            | b'*'
+            | b'!'
+            | b'|'
+            | b'>'
+            | b'\''
+            | b'"'
+            | b'%'
+            | b'@'
+            | b'`'
+    )
+}
+
+/// Checks that a plain scalar in block context may start at `at`: not an indicator, except
+/// `-`, `?` and `:` followed by a character that is not a space.
+fn plain_start(bytes: &[u8], at: usize, end: usize) -> Fast<()> {
+    let b = bytes[at];
+    if !is_indicator(b) {
+        return Ok(());
+    }
+    if matches!(b, b'-' | b'?' | b':') && at + 1 < end && bytes[at + 1] != b' ' {
+        return Ok(());
+    }
+    Err(GiveUp)
+}
