@@ -43,6 +43,7 @@ pub struct DockerConfig {
     /// with `docker inspect` / `docker logs`.
     pub keep_containers: bool,
     /// Seconds a cancelled container gets between SIGTERM and SIGKILL (default 5).
+    #[serde(deserialize_with = "seconds")]
     pub stop_timeout: Option<u64>,
     /// When to pull images.
     pub pull: PullPolicy,
@@ -144,9 +145,36 @@ pub struct GpuConfig {
     pub memory: Option<u64>,
 }
 
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Other(serde_json::Value),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => Ok(Some(n)),
+        Raw::Other(serde_json::Value::Null) => Ok(None),
+        Raw::Other(serde_json::Value::String(s)) => Err(serde::de::Error::custom(format!(
+            "`stop-timeout` is a number of seconds, not `{s}`"
+        ))),
+        Raw::Other(other) => Err(serde::de::Error::custom(format!(
+            "`stop-timeout` is a number of seconds, not `{other}`"
+        ))),
+    }
+}
+
 fn memory<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let Some(text) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(f64),
+    }
+    let text = match Option::<Raw>::deserialize(deserializer)? {
+        None => return Ok(None),
+        Some(Raw::Text(t)) => t,
+        Some(Raw::Number(n)) => n.to_string(),
     };
     parse_memory(&text)
         .map(Some)

@@ -269,8 +269,8 @@ impl Inner {
                 job.id
             ));
         }
-        if !job.ports.is_empty() {
-            self.report_ports(name, reporter.as_ref()).await;
+        for line in published(&job.ports, self.config.publish_address()) {
+            reporter.note(&line);
         }
 
         let wait = wait_for_exit(&self.docker, name);
@@ -301,7 +301,10 @@ impl Inner {
             }
         };
         let code = state.exit_code.unwrap_or(-1);
-        let oom = state.oom_killed.unwrap_or(false);
+        let mut oom = state.oom_killed.unwrap_or(false);
+        if code != 0 && !oom && job.resources.memory_bytes.is_some() {
+            oom = self.late_oom(name, code).await;
+        }
         if code == 0 {
             if oom {
                 reporter.note("a process of the job was killed for using more memory than its limit, but the job succeeded");
@@ -313,12 +316,37 @@ impl Inner {
                 limit_bytes: job.resources.memory_bytes,
             });
         }
+        if code == 137
+            && let Some(limit) = job.resources.memory_bytes
+        {
+            reporter.note(&format!(
+                "exit code 137: the job was killed with SIGKILL; with a memory limit of {}, most likely for using more (the engine did not report an out-of-memory kill, which happens when it comes right after the start)",
+                dstack_core::resources::format_bytes(limit)
+            ));
+        }
         if let Some(error) = state.error.filter(|e| !e.is_empty()) {
             return failed(format!("the container of job `{}` failed: {error}", job.id));
         }
         JobOutcome::Failed(FailureReason::ExitCode {
             code: i32::try_from(code).unwrap_or(-1),
         })
+    }
+
+    /// The engine learns of an OOM kill through an event of its own, which may come after the
+    /// container's exit (moby handles the two independently): a failed job with a memory
+    /// limit looks again for a moment, longer when it died of SIGKILL (code 137) as OOM kills
+    /// do.
+    async fn late_oom(&self, name: &str, code: i64) -> bool {
+        let looks = if code == 137 { 20 } else { 5 };
+        for _ in 0..looks {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            match self.docker.inspect_container(name, None).await {
+                Ok(c) if c.state.as_ref().and_then(|s| s.oom_killed) == Some(true) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     /// Stops a container: SIGTERM, SIGKILL after the stop timeout, or at once on `hurry`.
@@ -344,43 +372,16 @@ impl Inner {
             .build();
         let _ = self.docker.kill_container(name, Some(kill)).await;
     }
+}
 
-    async fn report_ports(&self, name: &str, reporter: &dyn Reporter) {
-        let Ok(inspected) = self.docker.inspect_container(name, None).await else {
-            return;
-        };
-        let ports = inspected
-            .network_settings
-            .and_then(|n| n.ports)
-            .unwrap_or_default();
-        let mut lines: Vec<String> = ports
-            .iter()
-            .filter_map(|(port, bindings)| {
-                let bound: Vec<String> = bindings
-                    .iter()
-                    .flatten()
-                    .map(|b| {
-                        format!(
-                            "{}:{}",
-                            b.host_ip.as_deref().unwrap_or("0.0.0.0"),
-                            b.host_port.as_deref().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                (!bound.is_empty()).then(|| {
-                    format!(
-                        "port {} is published at {}",
-                        port.trim_end_matches("/tcp"),
-                        bound.join(", ")
-                    )
-                })
-            })
-            .collect();
-        lines.sort();
-        for line in lines {
-            reporter.note(&line);
-        }
-    }
+/// Where the container's ports are published: each on the same port of `address` (the
+/// engine refuses to start the container when one is taken, so after the start this is
+/// what holds).
+fn published(ports: &[u16], address: &str) -> Vec<String> {
+    ports
+        .iter()
+        .map(|port| format!("port {port} is published at {address}:{port}"))
+        .collect()
 }
 
 /// Waits until the container is not running; its exit code (engine errors as `Err`).
