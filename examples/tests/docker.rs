@@ -1,0 +1,362 @@
+//! The `dstack` binary with the Docker executor against a real Docker engine: runs, `auto`,
+//! Ctrl-C and SIGTERM, a crashed driver and `resume`, an unreachable engine. Containers are
+//! observed with the `docker` command (by label); waiting polls a condition with a deadline.
+//!
+//! Needs an engine and the test image `dstack-busybox:test` (`bash scripts/setup-docker.sh`);
+//! without them these tests fail, saying so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const BUSYBOX: &str = "dstack-busybox:test";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fails, saying how to get one, when no engine with the test image answers.
+fn require_engine() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "these tests need a Docker engine with the image `{BUSYBOX}`: run `bash scripts/setup-docker.sh`"
+    );
+}
+
+/// A project (plain folder: no Git) and its state folder.
+struct Project {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Project {
+    fn new(workflows: &str) -> Project {
+        require_engine();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(root.join(".dstack")).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            root.join(".dstack/workflows.yaml"),
+            workflows.replace("IMAGE", BUSYBOX),
+        )
+        .unwrap();
+        Project {
+            _dir: dir,
+            root,
+            state,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dstack"));
+        c.arg("-C")
+            .arg(&self.root)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("DSTACK_NO_GIT", "1")
+            .env("DSTACK_STATE_DIR", &self.state)
+            .env_remove("DSTACK_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn dstack(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn spawn(&self, args: &[&str]) -> Spawned {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Spawned {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn ps(&self, run: &str) -> Value {
+        let (code, out, err) = self.dstack(&["ps", run, "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        runs.into_iter().next().unwrap()
+    }
+
+    /// `docker ps -a` of this store's containers: `(name, state)`.
+    fn containers(&self) -> Vec<(String, String)> {
+        let store = dstack_exec::docker::store_id(&self.state);
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label={}={store}", dstack_exec::docker::LABEL_STORE),
+                "--format",
+                "{{.Names}} {{.State}}",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker ps: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, s)| (n.to_owned(), s.to_owned()))
+            .collect()
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.containers()
+            .into_iter()
+            .filter(|(_, s)| s == "running")
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+fn collect(mut from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let into = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+struct Spawned {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Spawned {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    /// The run's name (the first line of stdout).
+    fn run_name(&self) -> String {
+        let mut name = String::new();
+        wait_for("the run's name on stdout", || {
+            name = self
+                .stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            !name.is_empty()
+        });
+        name
+    }
+
+    fn wait(mut self) -> (i32, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < DEADLINE, "dstack did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the readers drain.
+        std::thread::sleep(Duration::from_millis(100));
+        let code = std::os::unix::process::ExitStatusExt::signal(&status)
+            .map_or_else(|| status.code().unwrap_or(-1), |s| 128 + s);
+        (
+            code,
+            self.stdout.lock().unwrap().clone(),
+            self.stderr.lock().unwrap().clone(),
+        )
+    }
+}
+
+const HELLO: &str = "workflows:
+  - name: hello
+    provider: docker
+    image: IMAGE
+    commands:
+      - mkdir -p output
+      - echo 'Hello, world!' > output/hello.txt
+      - cat output/hello.txt
+    artifacts: [output]
+    resources:
+      cpu: 1
+      memory: 64MiB
+";
+
+#[test]
+fn run_with_the_docker_executor() {
+    let p = Project::new(HELLO);
+    let (code, out, err) = p.dstack(&["run", "hello", "--executor", "docker"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let run = out.lines().next().unwrap().to_owned();
+    assert!(out.contains("Hello, world!"), "{out}");
+    let ps = p.ps(&run);
+    assert_eq!(ps["executor"], "docker", "{ps:#}");
+    assert_eq!(ps["status"], "done");
+    let (code, out, _) = p.dstack(&["artifacts", &run]);
+    assert_eq!(code, 0);
+    assert!(out.contains("output"), "{out}");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+}
+
+/// With an engine answering, `auto` (the default) is Docker, and says so.
+#[test]
+fn auto_is_docker_when_an_engine_answers() {
+    let p = Project::new(HELLO);
+    let (code, out, err) = p.dstack(&["run", "hello"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("running jobs in Docker containers (executor `docker`, engine at "),
+        "{err}"
+    );
+    let run = out.lines().next().unwrap().to_owned();
+    assert_eq!(p.ps(&run)["executor"], "docker");
+}
+
+#[test]
+fn an_unreachable_engine_is_an_error_for_docker_and_a_fallback_for_auto() {
+    let p = Project::new(HELLO);
+    let dead = p.state.join("nothing-here.sock");
+    let host = format!("unix://{}", dead.display());
+    let out = p
+        .command(&["run", "hello", "--executor", "docker"])
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no Docker engine answered at {host} (no such socket)"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--executor local"), "{err}");
+
+    // `auto` runs the job as a local process instead, and says why.
+    let out = p
+        .command(&["run", "hello"])
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no Docker engine answered at {host} (no such socket): running jobs as local processes (executor `local`)"
+        )),
+        "{err}"
+    );
+}
+
+const SLEEPY: &str = "workflows:
+  - name: sleepy
+    provider: docker
+    image: IMAGE
+    commands:
+      - echo up
+      - test -f resume-now || sleep 600
+      - echo finished
+";
+
+fn stopped_by(signal: Signal) {
+    let p = Project::new(SLEEPY);
+    let dstack = p.spawn(&["run", "sleepy", "--executor", "docker"]);
+    let run = dstack.run_name();
+    wait_for("the container to run", || !p.running().is_empty());
+    kill(dstack.pid(), signal).unwrap();
+    let (code, out, err) = dstack.wait();
+    assert_eq!(code, 130, "{out}\n{err}");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert_eq!(p.ps(&run)["status"], "stopped");
+}
+
+#[test]
+fn ctrl_c_leaves_no_container() {
+    stopped_by(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_leaves_no_container() {
+    stopped_by(Signal::SIGTERM);
+}
+
+/// The driver dies (SIGKILL) while its container runs: the container outlives it, and
+/// `resume` removes it before running the job again.
+#[test]
+fn a_crashed_driver_is_cleaned_up_by_resume() {
+    let p = Project::new(SLEEPY);
+    let dstack = p.spawn(&["run", "sleepy", "--executor", "docker"]);
+    let run = dstack.run_name();
+    wait_for("the container to run", || !p.running().is_empty());
+    let left = p.running();
+    kill(dstack.pid(), Signal::SIGKILL).unwrap();
+    let _ = dstack.wait();
+    assert_eq!(p.running(), left, "the container outlives its driver");
+
+    // This time the job finishes (the project is copied afresh for the resumed run).
+    std::fs::write(p.root.join("resume-now"), "").unwrap();
+    let (code, out, err) = p.dstack(&["resume", &run]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("finished"), "{out}");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert_eq!(p.ps(&run)["status"], "done");
+}
+
+/// `dstack stop` of a run whose driver died removes its container.
+#[test]
+fn stop_after_a_crash_removes_the_container() {
+    let p = Project::new(SLEEPY);
+    let dstack = p.spawn(&["run", "sleepy", "--executor", "docker"]);
+    let run = dstack.run_name();
+    wait_for("the container to run", || !p.running().is_empty());
+    kill(dstack.pid(), Signal::SIGKILL).unwrap();
+    let _ = dstack.wait();
+    let (code, out, err) = p.dstack(&["stop", &run]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+}
