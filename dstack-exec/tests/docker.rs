@@ -1507,3 +1507,176 @@ async fn jobs_without_an_image() {
     .unwrap();
     with_default.prepare(&[job]).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pulls, from a registry on 127.0.0.1 (the engine treats 127.0.0.0/8 as an insecure registry)
+// ---------------------------------------------------------------------------------------------
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sha256sum: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A registry (Docker Registry HTTP API v2, the pull side) serving one image, `NAME:TAG`, made
+/// of the test image's configuration and layer (from `docker save`, in `dir`). Returns its port.
+async fn registry(docker: &Docker, dir: &Path, name: &str, tag: &str) -> u16 {
+    use futures_util::StreamExt as _;
+    let mut saved = Vec::new();
+    let mut stream = docker.export_image(BUSYBOX);
+    while let Some(chunk) = stream.next().await {
+        saved.extend_from_slice(&chunk.unwrap());
+    }
+    std::fs::write(dir.join("saved.tar"), &saved).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(dir.join("saved.tar"))
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let config = dir.join(manifest[0]["Config"].as_str().unwrap());
+    let layer = dir.join(manifest[0]["Layers"][0].as_str().unwrap());
+    let blob = |path: &Path, media: &str| {
+        serde_json::json!({
+            "mediaType": media,
+            "size": std::fs::metadata(path).unwrap().len(),
+            "digest": format!("sha256:{}", sha256(path)),
+        })
+    };
+    let image_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": blob(&config, "application/vnd.docker.container.image.v1+json"),
+        // Served uncompressed: the engine detects the compression of what it downloads.
+        "layers": [blob(&layer, "application/vnd.docker.image.rootfs.diff.tar.gzip")],
+    });
+    let manifest_path = dir.join("registry-manifest.json");
+    std::fs::write(&manifest_path, image_manifest.to_string()).unwrap();
+    let mut routes: HashMap<String, (String, PathBuf)> = HashMap::new();
+    let manifest_digest = format!("sha256:{}", sha256(&manifest_path));
+    for reference in [tag.to_owned(), manifest_digest.clone()] {
+        routes.insert(
+            format!("/v2/{name}/manifests/{reference}"),
+            (
+                "application/vnd.docker.distribution.manifest.v2+json".into(),
+                manifest_path.clone(),
+            ),
+        );
+    }
+    for path in [&config, &layer] {
+        routes.insert(
+            format!("/v2/{name}/blobs/sha256:{}", sha256(path)),
+            ("application/octet-stream".into(), path.clone()),
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let routes = routes.clone();
+            let digest = manifest_digest.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    // A TLS handshake (the engine tries HTTPS first): not for us.
+                    if request.first() == Some(&0x16) {
+                        return;
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let mut words = request.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, kind, body) = match routes.get(path) {
+                    Some((kind, file)) => ("200 OK", kind.clone(), std::fs::read(file).unwrap()),
+                    None if path == "/v2/" => ("200 OK", "application/json".into(), b"{}".to_vec()),
+                    None => (
+                        "404 Not Found",
+                        "application/json".into(),
+                        b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\",\"message\":\"unknown\"}]}"
+                            .to_vec(),
+                    ),
+                };
+                let mut head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                if path.contains("/manifests/") {
+                    head.push_str(&format!("Docker-Content-Digest: {digest}\r\n"));
+                }
+                if path == "/v2/" {
+                    head.push_str("Docker-Distribution-API-Version: registry/2.0\r\n");
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                if method != "HEAD" {
+                    let _ = stream.write_all(&body);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_with_progress() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let tag = format!("t{}", std::process::id());
+    let files = tempfile::tempdir().unwrap();
+    let port = registry(&docker, files.path(), "dstack-test/pulled", &tag).await;
+    let image = format!("127.0.0.1:{port}/dstack-test/pulled:{tag}");
+    let p = Project::new(&format!(
+        "workflows:
+  - name: pulled
+    provider: docker
+    image: {image}
+    commands: [echo from the pulled image]
+"
+    ));
+    let ran = p.run("pulled").await;
+    let _ = docker
+        .remove_image(
+            &image,
+            Some(
+                bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+            None,
+        )
+        .await;
+    ran.succeeded().nothing_left(&docker).await;
+    assert_eq!(
+        ran.lines("pulled", Stream::Stdout),
+        vec!["from the pulled image"]
+    );
+    let notes = ran.notes();
+    assert_eq!(
+        notes.first(),
+        Some(&format!("pulling image `{image}`")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        notes.last(),
+        Some(&format!("pulled image `{image}`")),
+        "{notes:?}"
+    );
+}
