@@ -6,10 +6,16 @@
 //! [`JobOutcome`]. It must stop the job promptly when the cancellation token fires, leaving no
 //! process or container behind. Implementations live in `dstack-exec`; embedders may write
 //! their own.
+//!
+//! A batch scheduler (Slurm) can do more: take a whole run at once and start each job when its
+//! dependencies succeeded by itself, so the run proceeds while no driver watches. Such an
+//! executor also implements [`DagExecutor`] and says so through [`Executor::as_dag`]; the
+//! scheduler then hands it every job up front instead of one job at a time.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -17,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plan::JobSpec;
 use crate::resources::format_bytes;
+use crate::run::tree::ProjectFiles;
 
 /// What an executor can honour. The scheduler refuses a plan that needs more, before anything
 /// starts.
@@ -98,6 +105,10 @@ pub trait Reporter: Send + Sync {
     fn log(&self, stream: Stream, bytes: &[u8]);
     /// A note for the user about this job (a warning, a pull progress line).
     fn note(&self, message: &str);
+    /// Attempt `next_attempt` follows after `delay`, because the last one failed for `reason`:
+    /// for executors that retry jobs by themselves (a [`DagExecutor`] whose jobs retry on the
+    /// cluster); the scheduler retries the others.
+    fn retrying(&self, _next_attempt: u32, _reason: &FailureReason, _delay: Duration) {}
 }
 
 /// Why a job failed.
@@ -238,4 +249,129 @@ pub trait Executor: Send + Sync + fmt::Debug {
     async fn reap(&self, _executor_ids: &[String]) -> Result<(), ExecutorError> {
         Ok(())
     }
+
+    /// This executor as a [`DagExecutor`], when it schedules dependencies by itself. The
+    /// scheduler then hands it whole runs; `None` (the default) means one job at a time
+    /// through [`Executor::run`].
+    fn as_dag(self: Arc<Self>) -> Option<Arc<dyn DagExecutor>> {
+        None
+    }
+}
+
+/// A run (what is left of it) handed whole to a [`DagExecutor`].
+#[derive(Clone, Debug)]
+pub struct DagRequest {
+    /// The run, and where its files live.
+    pub run: DagRun,
+    /// The project's files: each job's tree is a fresh copy of them, made when the job starts.
+    pub files: Arc<ProjectFiles>,
+    /// The jobs, in plan order (every job after the jobs it depends on).
+    pub jobs: Vec<DagJob>,
+    /// Keep the trees of failed jobs for debugging (successful jobs' trees are removed).
+    pub keep_failed_trees: bool,
+    /// The delay before a failed job's first retry; it doubles with each retry (at most 5
+    /// minutes). Each job's `retries` says how many.
+    pub retry_delay: Duration,
+}
+
+/// Which run a [`DagExecutor`] call is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DagRun {
+    /// The run's name.
+    pub name: String,
+    /// The run store's folder: the paths of [`DagJob`]s (trees, artifacts) lie under it.
+    pub state_dir: PathBuf,
+}
+
+impl DagRun {
+    /// A run's context.
+    #[must_use]
+    pub fn new(name: impl Into<String>, state_dir: impl AsRef<Path>) -> Self {
+        DagRun {
+            name: name.into(),
+            state_dir: state_dir.as_ref().to_path_buf(),
+        }
+    }
+}
+
+/// One job of a [`DagRequest`].
+#[derive(Clone, Debug)]
+pub struct DagJob {
+    /// The job. `tree` is where its private tree goes: the executor makes it from the
+    /// project's files when the job starts (not before: a run of a thousand jobs does not hold
+    /// a thousand copies). `inputs` name where dependencies' artifacts are *once those
+    /// succeeded*: the executor hands them over when the job starts, after its dependencies.
+    pub request: JobRequest,
+    /// Where the job leaves its artifact folders (at their relative paths) when it succeeds,
+    /// before its dependents start: its entry in the artifact store.
+    pub artifacts_dir: PathBuf,
+    /// Jobs of the same request it waits for (their ids; each is earlier in the list).
+    pub after: Vec<String>,
+    /// Jobs submitted earlier (by a driver that crashed) and still queued or running that it
+    /// waits for: their executor ids.
+    pub after_submitted: Vec<String>,
+}
+
+/// What became of a job that an earlier driver submitted, as [`DagExecutor::recover`] finds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Still queued or running, or it ended well while nobody watched: follow it with
+    /// [`DagExecutor::attach`] instead of submitting it again.
+    Attach,
+    /// It failed, was cancelled, or is unknown to the executor; nothing of it runs any more:
+    /// submit it again.
+    Resubmit,
+}
+
+/// An executor that takes whole runs and starts each job after its dependencies by itself (a
+/// batch scheduler's native job dependencies): the run goes on while no driver watches it. The
+/// scheduler calls, in order:
+///
+/// 1. [`recover`](DagExecutor::recover) on `resume`, for the jobs an earlier driver submitted;
+/// 2. [`submit_dag`](DagExecutor::submit_dag) with every job left to run: they are queued but
+///    must not start yet;
+/// 3. [`start_dag`](DagExecutor::start_dag) once the store has recorded their executor ids, so
+///    a crash never leaves a job running that the store does not know;
+/// 4. [`attach`](DagExecutor::attach) for every job, all at once: each follows one job to its
+///    end (the executor tracks them in bulk);
+/// 5. [`end_dag`](DagExecutor::end_dag) when every job of the run has ended.
+///
+/// A job's retries and timeout are the executor's to enforce (the time a job waits in the
+/// queue is not part of its timeout). Its outcome is only recorded after its dependencies'
+/// outcomes; a job whose dependency did not succeed is recorded as skipped, whatever the
+/// executor says about it.
+#[async_trait]
+pub trait DagExecutor: Executor {
+    /// Queues the jobs of `dag`, each to start when the jobs it waits for have succeeded, none
+    /// before [`DagExecutor::start_dag`]. Returns their executor ids, in order. All or nothing:
+    /// on error, nothing stays queued.
+    async fn submit_dag(&self, dag: &DagRequest) -> Result<Vec<String>, ExecutorError>;
+
+    /// Lets the jobs `submit_dag` queued start.
+    async fn start_dag(&self, run: &DagRun, executor_ids: &[String]) -> Result<(), ExecutorError>;
+
+    /// Finds out, in bulk, what became of jobs an earlier driver submitted (each with its
+    /// executor id), one [`Recovery`] per job, in order. Jobs to [`Recovery::Resubmit`] are
+    /// stopped first if need be.
+    async fn recover(
+        &self,
+        run: &DagRun,
+        jobs: &[(DagJob, String)],
+    ) -> Result<Vec<Recovery>, ExecutorError>;
+
+    /// Follows a submitted job to its end: reports its start ([`Reporter::started`] with its
+    /// executor id), its output and retries. When `cancel` fires, stops it (queued or running)
+    /// and waits until it has stopped. [`JobOutcome::Succeeded`] means its artifacts are in
+    /// `job.artifacts_dir`.
+    async fn attach(
+        &self,
+        run: &DagRun,
+        job: DagJob,
+        executor_id: String,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> JobOutcome;
+
+    /// Every job of the run has ended: removes what the executor kept for it.
+    async fn end_dag(&self, _run: &DagRun) {}
 }

@@ -4,7 +4,9 @@
 //! database under `<project>/.dstack/state/`), then driven by the [`Scheduler`]: every job
 //! starts when its dependencies succeeded, up to `parallelism` at once, through an
 //! [`Executor`] (local processes, Docker and Slurm live in `dstack-exec`; embedders may bring
-//! their own). Every change is an [`Event`] sent to any number of subscribers.
+//! their own). An executor that schedules dependencies by itself (a [`DagExecutor`]: Slurm)
+//! gets the whole run at once instead. Every change is an [`Event`] sent to any number of
+//! subscribers.
 
 pub mod artifacts;
 pub mod events;
@@ -21,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use events::{Event, Subscriber};
 pub use executor::{
-    Capabilities, Executor, ExecutorError, FailureReason, Input, JobOutcome, JobRequest, Reporter,
-    Stream,
+    Capabilities, DagExecutor, DagJob, DagRequest, DagRun, Executor, ExecutorError, FailureReason,
+    Input, JobOutcome, JobRequest, Recovery, Reporter, Stream,
 };
 pub use scheduler::{LogRecord, RunError, RunOptions, RunSummary, Scheduler, parse_log};
 pub use store::{JobRecord, JobUpdate, NewRun, RunRecord, RunStore, StoreError, default_state_dir};

@@ -7,9 +7,10 @@
 //! stops running jobs, waits for them, and records the run as stopped. [`Scheduler::drive`]
 //! also resumes a run: jobs that succeeded are kept, the others run again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::artifacts;
 use super::events::{Bus, Event, Subscriber};
 use super::executor::{
-    Capabilities, Executor, ExecutorError, FailureReason, Input, JobOutcome, JobRequest, Reporter,
-    Stream,
+    Capabilities, DagExecutor, DagJob, DagRequest, DagRun, Executor, ExecutorError, FailureReason,
+    Input, JobOutcome, JobRequest, Recovery, Reporter, Stream,
 };
 use super::store::{JobRecord, JobUpdate, NewRun, RunRecord, RunStore, StoreError};
 use super::tree::ProjectFiles;
@@ -60,7 +61,7 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The executor cannot work.
-    #[error("executor `{executor}`: {error}")]
+    #[error("executor `{executor}`: {error}{}", error.help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
     Executor {
         /// The executor's name.
         executor: String,
@@ -343,13 +344,16 @@ impl Scheduler {
             }
         };
 
-        // What a crashed driver left running is stopped before the jobs run again.
+        // What a crashed driver left running is stopped before the jobs run again (an
+        // executor that schedules dependencies by itself finds out what became of it instead:
+        // see `schedule_dag`).
+        let dag = self.executor.clone().as_dag();
         let leftovers: Vec<String> = records
             .iter()
             .filter(|r| !r.status.is_finished() || r.status == JobStatus::Failed)
             .filter_map(|r| r.executor_id.clone())
             .collect();
-        if !leftovers.is_empty() {
+        if dag.is_none() && !leftovers.is_empty() {
             self.executor
                 .reap(&leftovers)
                 .await
@@ -445,9 +449,18 @@ impl Scheduler {
                 }
             }
         });
-        let result = self
-            .schedule(run, &plan, &reuse, state, files, options, &cancel)
-            .await;
+        let result = match dag {
+            Some(dag) => {
+                self.schedule_dag(
+                    &dag, run, &plan, &reuse, state, &records, files, options, &cancel,
+                )
+                .await
+            }
+            None => {
+                self.schedule(run, &plan, &reuse, state, files, options, &cancel)
+                    .await
+            }
+        };
         watcher.abort();
         let status = match result {
             Ok(status) => status,
@@ -613,6 +626,404 @@ impl Scheduler {
         } else {
             RunStatus::Done
         })
+    }
+
+    /// Drives a run through an executor that schedules dependencies by itself: every job left
+    /// to run is submitted at once (with what an earlier driver submitted re-attached, not
+    /// submitted again), then followed to its end. A job's outcome is recorded only after its
+    /// dependencies', so a job that could not run because a dependency failed is recorded as
+    /// skipped whatever the executor saw of it.
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    async fn schedule_dag(
+        &self,
+        dag: &Arc<dyn DagExecutor>,
+        run: &RunRecord,
+        plan: &Plan,
+        reuse: &HashMap<String, Reuse>,
+        mut state: HashMap<String, JobStatus>,
+        records: &[JobRecord],
+        files: Arc<ProjectFiles>,
+        options: &RunOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunStatus, RunError> {
+        let context = DagRun::new(&run.name, self.store.dir());
+        let executor_error = |error| RunError::Executor {
+            executor: self.executor.name().to_owned(),
+            error,
+        };
+        let n = plan.jobs.len();
+        let index: HashMap<&str, usize> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.as_str(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = plan
+            .jobs
+            .iter()
+            .map(|j| {
+                j.depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let pending = |state: &HashMap<String, JobStatus>, i: usize| {
+            state[&plan.jobs[i].id] == JobStatus::Submitted
+        };
+
+        // 1. What an earlier driver submitted and did not see end: follow what still runs (or
+        // ended well), submit the rest again. Jobs that ended badly are made sure to be gone.
+        let record = |i: usize| records.iter().find(|r| r.job_id == plan.jobs[i].id);
+        let earlier: Vec<(usize, String)> = (0..n)
+            .filter(|&i| pending(&state, i))
+            .filter_map(|i| {
+                let r = record(i)?;
+                (!r.status.is_finished())
+                    .then(|| r.executor_id.clone())
+                    .flatten()
+                    .map(|id| (i, id))
+            })
+            .collect();
+        let mut stale: Vec<String> = (0..n)
+            .filter(|&i| pending(&state, i))
+            .filter_map(|i| record(i).filter(|r| r.status.is_finished()))
+            .filter_map(|r| r.executor_id.clone())
+            .collect();
+        let dag_job = |i: usize, after: Vec<String>, after_submitted: Vec<String>| {
+            let job = &plan.jobs[i];
+            DagJob {
+                request: JobRequest {
+                    run: run.name.clone(),
+                    job: job.clone(),
+                    tree: self.store.job_tree(&run.name, &job.id),
+                    inputs: self.inputs(run, plan, job, reuse),
+                    attempt: 1,
+                },
+                artifacts_dir: self.store.artifacts_dir(&run.name, &job.id),
+                after,
+                after_submitted,
+            }
+        };
+        let mut attached: BTreeMap<usize, String> = BTreeMap::new();
+        if !earlier.is_empty() {
+            let pairs: Vec<(DagJob, String)> = earlier
+                .iter()
+                .map(|(i, id)| (dag_job(*i, Vec::new(), Vec::new()), id.clone()))
+                .collect();
+            let fates = dag
+                .recover(&context, &pairs)
+                .await
+                .map_err(executor_error)?;
+            for ((i, id), fate) in earlier.into_iter().zip(fates) {
+                if fate == Recovery::Attach {
+                    attached.insert(i, id);
+                } else {
+                    stale.push(id);
+                }
+            }
+        }
+        // A job kept from before cannot wait for one submitted again (it waits for the old
+        // submission): it goes, and is submitted again too. Plan order reaches dependencies
+        // first.
+        for (i, job_deps) in deps.iter().enumerate() {
+            if attached.contains_key(&i)
+                && job_deps
+                    .iter()
+                    .any(|&d| pending(&state, d) && !attached.contains_key(&d))
+                && let Some(id) = attached.remove(&i)
+            {
+                stale.push(id);
+            }
+        }
+        if !stale.is_empty() {
+            dag.reap(&stale).await.map_err(executor_error)?;
+        }
+
+        // 2. Submit what is left, all at once; record the executor ids before any of it starts.
+        let to_submit: Vec<usize> = (0..n)
+            .filter(|&i| pending(&state, i) && !attached.contains_key(&i))
+            .collect();
+        let mut ids: BTreeMap<usize, String> = attached.clone();
+        if !to_submit.is_empty() {
+            let submitting: HashSet<usize> = to_submit.iter().copied().collect();
+            let jobs = to_submit
+                .iter()
+                .map(|&i| {
+                    dag_job(
+                        i,
+                        deps[i]
+                            .iter()
+                            .filter(|d| submitting.contains(d))
+                            .map(|&d| plan.jobs[d].id.clone())
+                            .collect(),
+                        deps[i]
+                            .iter()
+                            .filter_map(|d| attached.get(d).cloned())
+                            .collect(),
+                    )
+                })
+                .collect();
+            let request = DagRequest {
+                run: context.clone(),
+                files,
+                jobs,
+                keep_failed_trees: options.keep_failed_trees,
+                retry_delay: options.retry_delay,
+            };
+            let submitted = dag.submit_dag(&request).await.map_err(executor_error)?;
+            let recorded = if submitted.len() == to_submit.len() {
+                to_submit
+                    .iter()
+                    .zip(&submitted)
+                    .try_for_each(|(&i, id)| {
+                        self.store.update_job(
+                            run,
+                            &plan.jobs[i].id,
+                            &JobUpdate {
+                                executor_id: Some(id),
+                                ..JobUpdate::default()
+                            },
+                        )
+                    })
+                    .map_err(RunError::from)
+            } else {
+                Err(executor_error(ExecutorError::new(format!(
+                    "submitted {} job(s) for {} (a bug in the executor)",
+                    submitted.len(),
+                    to_submit.len()
+                ))))
+            };
+            let started = match recorded {
+                Ok(()) => dag
+                    .start_dag(&context, &submitted)
+                    .await
+                    .map_err(executor_error),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                // Nothing of it may stay queued.
+                if let Err(reap) = dag.reap(&submitted).await {
+                    tracing::error!(run = %run.name, "cannot cancel the submitted jobs: {reap}");
+                }
+                return Err(e);
+            }
+            ids.extend(to_submit.iter().copied().zip(submitted));
+        }
+
+        // 3. Follow every job, all at once: the executor tracks them in bulk.
+        for &i in ids.keys() {
+            self.emit_status(run, &plan.jobs[i].id, JobStatus::Submitted, 1, None);
+        }
+        let stop = cancel.child_token();
+        let tokens: HashMap<usize, CancellationToken> =
+            ids.keys().map(|&i| (i, stop.child_token())).collect();
+        let logs: Vec<Arc<Log>> = ids
+            .keys()
+            .map(|&i| Arc::new(Log::new(self.store.log_path(&run.name, &plan.jobs[i].id))))
+            .collect();
+        // One flusher for every log (the local path has one per running job; here a thousand
+        // jobs may be attached at once).
+        let flusher = AbortOnDrop(tokio::spawn({
+            let logs = logs.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    for log in &logs {
+                        log.flush();
+                    }
+                }
+            }
+        }));
+        let mut following: JoinSet<(usize, JobOutcome, bool)> = JoinSet::new();
+        for ((&i, id), log) in ids.iter().zip(&logs) {
+            let reporter = Arc::new(JobReporter {
+                store: self.store.clone(),
+                bus: self.bus.clone(),
+                run: run.clone(),
+                job: plan.jobs[i].id.clone(),
+                attempt: 1,
+                log: log.clone(),
+                started: AtomicBool::new(false),
+            });
+            let dag_job = dag_job(i, Vec::new(), Vec::new());
+            let dag = dag.clone();
+            let context = context.clone();
+            let id = id.clone();
+            let token = tokens[&i].clone();
+            following.spawn(async move {
+                let outcome = dag
+                    .attach(&context, dag_job, id, reporter.clone(), token)
+                    .await;
+                (i, outcome, reporter.started.load(Ordering::Relaxed))
+            });
+        }
+
+        // 4. Outcomes, each recorded after its dependencies' (plan order settles chains in one
+        // pass).
+        let mut held: BTreeMap<usize, (JobOutcome, bool)> = BTreeMap::new();
+        let mut failed = false;
+        while let Some(done) = following.join_next().await {
+            let (i, outcome, started) = match done {
+                Ok(r) => r,
+                Err(e) => {
+                    stop.cancel();
+                    while following.join_next().await.is_some() {}
+                    return Err(RunError::Project {
+                        path: self.project.clone(),
+                        source: std::io::Error::other(format!("a job task failed: {e}")),
+                    });
+                }
+            };
+            held.insert(i, (outcome, started));
+            let candidates: Vec<usize> = held.keys().copied().collect();
+            for i in candidates {
+                if deps[i].iter().any(|&d| pending(&state, d)) {
+                    continue;
+                }
+                let Some((outcome, started)) = held.remove(&i) else {
+                    continue;
+                };
+                let status = self
+                    .settle(run, plan, i, &deps[i], &state, outcome, started, cancel)
+                    .await;
+                state.insert(plan.jobs[i].id.clone(), status);
+                if status == JobStatus::Failed {
+                    failed = true;
+                    if options.keep_going {
+                        // Its dependents cannot run: stop them (they are recorded as skipped).
+                        let mut todo = dependents[i].clone();
+                        while let Some(d) = todo.pop() {
+                            if let Some(token) = tokens.get(&d)
+                                && !token.is_cancelled()
+                            {
+                                token.cancel();
+                                todo.extend(dependents[d].iter().copied());
+                            }
+                        }
+                    } else {
+                        stop.cancel();
+                    }
+                }
+            }
+        }
+        drop(flusher);
+        for log in &logs {
+            log.flush();
+        }
+        dag.end_dag(&context).await;
+        Ok(if cancel.is_cancelled() {
+            RunStatus::Stopped
+        } else if failed || state.values().any(|s| !s.succeeded()) {
+            RunStatus::Failed
+        } else {
+            RunStatus::Done
+        })
+    }
+
+    /// Records how a job of a [`DagExecutor`] ended, its dependencies' outcomes known.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        i: usize,
+        deps: &[usize],
+        state: &HashMap<String, JobStatus>,
+        outcome: JobOutcome,
+        started: bool,
+        cancel: &CancellationToken,
+    ) -> JobStatus {
+        let job = &plan.jobs[i];
+        let update = |status: JobStatus, reason: Option<&str>, exit_code: Option<i32>| {
+            let update = JobUpdate {
+                status: Some(status),
+                reason,
+                exit_code,
+                finished: true,
+                ..JobUpdate::default()
+            };
+            if let Err(e) = self.store.update_job(run, &job.id, &update) {
+                tracing::error!(run = %run.name, job = %job.id, "cannot record job state: {e}");
+            }
+            self.emit_status(run, &job.id, status, 1, reason.map(str::to_owned));
+            status
+        };
+        let failed_dep = deps
+            .iter()
+            .map(|&d| &plan.jobs[d].id)
+            .find(|d| !state[*d].succeeded());
+        match (outcome, failed_dep) {
+            (JobOutcome::Succeeded, _) => {
+                let dir = self.store.artifacts_dir(&run.name, &job.id);
+                let paths = job.artifacts.clone();
+                let missing = tokio::task::spawn_blocking(move || {
+                    paths
+                        .into_iter()
+                        .find(|p| std::fs::symlink_metadata(dir.join(p)).is_err())
+                })
+                .await
+                .unwrap_or(None);
+                match missing {
+                    None => update(JobStatus::Done, None, Some(0)),
+                    Some(path) => {
+                        let reason = FailureReason::MissingArtifact { path };
+                        if let Err(e) = self.store.fail_job(run, &job.id, &reason) {
+                            tracing::error!(run = %run.name, job = %job.id, "cannot record job failure: {e}");
+                        }
+                        self.emit_status(
+                            run,
+                            &job.id,
+                            JobStatus::Failed,
+                            1,
+                            Some(reason.to_string()),
+                        );
+                        JobStatus::Failed
+                    }
+                }
+            }
+            (JobOutcome::Cancelled, _) if !started && cancel.is_cancelled() => {
+                update(JobStatus::Skipped, Some("the run was stopped"), None)
+            }
+            (_, Some(dep)) => update(
+                JobStatus::Skipped,
+                Some(&format!("dependency `{dep}` did not succeed")),
+                None,
+            ),
+            (JobOutcome::Cancelled, None) if started => {
+                let aborted = self
+                    .store
+                    .run(&run.name)
+                    .is_ok_and(|r| r.status == RunStatus::Aborting);
+                if aborted {
+                    update(JobStatus::Aborted, Some("aborted"), None)
+                } else {
+                    update(JobStatus::Stopped, Some("stopped"), None)
+                }
+            }
+            (JobOutcome::Cancelled, None) => {
+                let why = if cancel.is_cancelled() {
+                    "the run was stopped"
+                } else {
+                    "a job of the run failed"
+                };
+                update(JobStatus::Skipped, Some(why), None)
+            }
+            (JobOutcome::Failed(reason), None) => {
+                if let Err(e) = self.store.fail_job(run, &job.id, &reason) {
+                    tracing::error!(run = %run.name, job = %job.id, "cannot record job failure: {e}");
+                }
+                self.emit_status(run, &job.id, JobStatus::Failed, 1, Some(reason.to_string()));
+                JobStatus::Failed
+            }
+        }
     }
 
     fn skip(&self, run: &RunRecord, job: &str, why: &str) -> Result<(), RunError> {
@@ -824,6 +1235,7 @@ impl JobTask {
                 job: self.job.id.clone(),
                 attempt,
                 log: log.clone(),
+                started: AtomicBool::new(false),
             });
             let request = JobRequest {
                 run: self.run.name.clone(),
@@ -1010,6 +1422,16 @@ impl JobTask {
     }
 }
 
+/// Aborts a background task when dropped (also when the future that owns it is dropped
+/// half-way).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Removes finished jobs' trees in the background, off the jobs' critical path; the run waits
 /// for all of them before it ends, so no half-removed tree outlives it.
 #[derive(Clone, Default)]
@@ -1178,10 +1600,13 @@ struct JobReporter {
     job: String,
     attempt: u32,
     log: Arc<Log>,
+    /// Whether the executor said the job started.
+    started: AtomicBool,
 }
 
 impl Reporter for JobReporter {
     fn started(&self, executor_id: &str) {
+        self.started.store(true, Ordering::Relaxed);
         let update = JobUpdate {
             status: Some(JobStatus::Running),
             attempts: Some(self.attempt),
@@ -1218,6 +1643,23 @@ impl Reporter for JobReporter {
             run: self.run.name.clone(),
             job: self.job.clone(),
             message: message.to_owned(),
+        });
+    }
+
+    fn retrying(&self, next_attempt: u32, reason: &FailureReason, delay: Duration) {
+        let update = JobUpdate {
+            attempts: Some(next_attempt),
+            ..JobUpdate::default()
+        };
+        if let Err(e) = self.store.update_job(&self.run, &self.job, &update) {
+            tracing::error!("cannot record the attempt of job `{}`: {e}", self.job);
+        }
+        self.bus.send(&Event::JobRetrying {
+            run: self.run.name.clone(),
+            job: self.job.clone(),
+            reason: reason.clone(),
+            next_attempt,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         });
     }
 }
