@@ -902,6 +902,23 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
     out
 }
 
+/// Parses a `providers.yaml` (of this project or another repository); `path` names it in
+/// diagnostics.
+///
+/// # Errors
+/// Every problem found, located.
+pub fn parse_providers_file(text: &str, path: &Path) -> Result<Vec<CustomProvider>, Diagnostics> {
+    let path: Arc<Path> = path.into();
+    let mut diags = Vec::new();
+    let providers = parse_providers(text, &mut Sink::new(&path, &mut diags));
+    let diags = Diagnostics(diags);
+    if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok(providers)
+    }
+}
+
 fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
     let Some(root) = yaml::parse(text, Limits::default(), sink) else {
         return Vec::new();

@@ -266,13 +266,54 @@ impl Project {
                 }
                 Vec::new()
             }
+            None if planning && self.registry.program_runner().is_some() => {
+                let params = wf
+                    .params
+                    .iter()
+                    .zip(&substituted)
+                    .map(|(e, new)| (e.key.text.clone(), new.as_ref().unwrap_or(&e.value)))
+                    .filter(|(_, v)| !v.is_invalid())
+                    .map(|(k, v)| (k, v.to_json()))
+                    .collect();
+                let variables = vars
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_json()))
+                    .collect();
+                for e in &wf.params {
+                    reader.raw_any(&e.key.text);
+                }
+                let input = crate::program::ProgramInput {
+                    workflow: wf.name.clone(),
+                    provider: provider_name.to_owned(),
+                    params,
+                    variables,
+                };
+                match self.registry.program_runner() {
+                    Some(runner) if !reader.has_errors() => crate::program::jobs_of_program(
+                        self,
+                        wf,
+                        input,
+                        runner.as_ref(),
+                        &mut reader,
+                    ),
+                    _ => Vec::new(),
+                }
+            }
+            None if self.registry.program_runner().is_some() => {
+                // `validate`: the program runs when the workflow is planned; its parameters
+                // are the program's to check.
+                for e in &wf.params {
+                    reader.raw_any(&e.key.text);
+                }
+                Vec::new()
+            }
             None => {
                 let origin = match &wf.provider {
                     ProviderRef::Named(_) => "`.dstack/providers.yaml`".to_owned(),
                     ProviderRef::Repo { repo, .. } => format!("repository `{repo}`"),
                 };
                 let message = format!(
-                    "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs; dstack-rs cannot run provider programs yet",
+                    "workflow `{}` uses provider `{provider_name}` from {origin}, whose program must run to make its jobs, and no provider program runner is set",
                     wf.name
                 );
                 let d = if planning {
@@ -283,7 +324,7 @@ impl Project {
                 if self.registry.get(provider_name).is_some() {
                     d.help(format!("the built-in provider `{provider_name}` needs no repository: write `provider: {provider_name}`"));
                 } else {
-                    d.help("use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
+                    d.help("set one with `ProviderRegistry::set_program_runner` (dstack-exec has one), or use a built-in provider (`docker`, `python`, `curl`) or one registered through the Rust API");
                 }
                 // Its parameters belong to the provider program: do not report them as unknown.
                 for e in &wf.params {

@@ -38,6 +38,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct ProviderRegistry {
     providers: Vec<Arc<dyn Provider>>,
+    runner: Option<Arc<dyn crate::program::ProgramRunner>>,
 }
 
 impl Default for ProviderRegistry {
@@ -45,6 +46,7 @@ impl Default for ProviderRegistry {
     fn default() -> Self {
         ProviderRegistry {
             providers: vec![Arc::new(Docker), Arc::new(Python), Arc::new(Curl)],
+            runner: None,
         }
     }
 }
@@ -54,6 +56,19 @@ impl ProviderRegistry {
     pub fn register(&mut self, provider: Arc<dyn Provider>) {
         self.providers.retain(|p| p.name() != provider.name());
         self.providers.push(provider);
+    }
+
+    /// Runs the programs of `.dstack/providers.yaml` providers (and fetches other
+    /// repositories' providers) through `runner`; without one, planning a workflow that uses
+    /// such a provider is an error that says so.
+    pub fn set_program_runner(&mut self, runner: Arc<dyn crate::program::ProgramRunner>) {
+        self.runner = Some(runner);
+    }
+
+    /// The provider program runner, if any.
+    #[must_use]
+    pub fn program_runner(&self) -> Option<&Arc<dyn crate::program::ProgramRunner>> {
+        self.runner.as_ref()
     }
 
     /// The provider called `name`.

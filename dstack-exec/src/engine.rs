@@ -128,10 +128,11 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let root = root.into();
         let config = ExecConfig::load(&root)?;
+        let store = Arc::new(RunStore::open(state_dir)?);
         Ok(Engine {
-            store: Arc::new(RunStore::open(state_dir)?),
+            providers: crate::providers::registry(&root, store.dir()),
+            store,
             root,
-            providers: ProviderRegistry::default(),
             config,
             git: true,
         })
@@ -159,9 +160,12 @@ impl Engine {
         &self.config
     }
 
-    /// Uses `providers` (built-in ones plus those registered in code) to load the project.
+    /// Uses `providers` (built-in ones plus those registered in code) to load the project;
+    /// provider programs run through its runner, else through a
+    /// [`ProcessRunner`](crate::providers::ProcessRunner).
     #[must_use]
-    pub fn with_providers(mut self, providers: ProviderRegistry) -> Self {
+    pub fn with_providers(mut self, mut providers: ProviderRegistry) -> Self {
+        crate::providers::set_runner(&mut providers, &self.root, self.store.dir());
         self.providers = providers;
         self
     }

@@ -1360,6 +1360,30 @@ pub fn materialise(repo: &Path, snapshot: &Snapshot, dest: &Path) -> Result<(), 
     materialise_repo(&repository, snapshot, &snapshot.store, dest, 0)
 }
 
+/// Writes the tree of `commit` (submodules as empty folders) into `dest`, which is created and
+/// must not exist yet or be empty.
+///
+/// # Errors
+/// As [`materialise`].
+pub(crate) fn write_commit(repo: &Repository, commit: Oid, dest: &Path) -> Result<(), GitError> {
+    let snapshot = Snapshot {
+        format: FORMAT,
+        remote: None,
+        head: Head::Detached,
+        commit: Some(commit.to_string()),
+        subdir: RawPath::default(),
+        dirty: false,
+        counts: Counts::default(),
+        total_bytes: 0,
+        changes: Vec::new(),
+        submodules: Vec::new(),
+        notes: Vec::new(),
+        store: Store::None,
+    };
+    fs::create_dir_all(dest).map_err(io_err(dest))?;
+    materialise_repo(repo, &snapshot, &Store::None, dest, 0)
+}
+
 fn corrupt(reason: impl Into<String>) -> GitError {
     GitError::Corrupt {
         path: PathBuf::new(),

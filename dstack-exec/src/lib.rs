@@ -15,6 +15,7 @@ mod download;
 pub mod engine;
 pub mod git;
 pub mod local;
+pub mod providers;
 pub mod slurm;
 
 use std::fmt;

@@ -718,6 +718,12 @@ impl Project {
                 registry.register(provider.get().inner());
             }
         }
+        // Provider programs (`.dstack/providers.yaml`, other repositories) run on this machine,
+        // with their cache in the run store's folder.
+        let state = state_dir
+            .clone()
+            .unwrap_or_else(|| dstack_core::run::default_state_dir(&path));
+        dstack_exec::providers::set_runner(&mut registry, &path, &state);
         let loaded = py.detach(|| load(&path, &registry))?;
         Ok(Project {
             root: path,

@@ -73,3 +73,57 @@ def test_run_async_takes_no_git_too(
     run = asyncio.run(project.run_async("show", executor="local", echo=False, no_git=True))
     assert run.succeeded and run.git is None
     assert probe.read_text() == "async\n"
+
+
+def test_providers_yaml_programs_plan_from_python(make_project: ProjectFactory) -> None:
+    root = make_project(
+        """
+        workflows:
+          - name: staged
+            provider: stages
+            names: [one, two]
+        """,
+        files={
+            ".dstack/providers.yaml": """
+                providers:
+                  - name: stages
+                    image: python:3.11
+                    commands: ["python3 make.py"]
+                """,
+            "make.py": """
+                import json, os
+                w = json.load(open(os.environ["DSTACK_WORKFLOW_FILE"]))
+                names = w["params"]["names"]
+                jobs = [{"id": n, "commands": ["echo " + n], "depends_on": names[:i][-1:]}
+                        for i, n in enumerate(names)]
+                print(json.dumps({"jobs": jobs}))
+                """,
+        },
+    )
+    plan = ds.Project(root).plan("staged")
+    assert [j.id for j in plan.jobs] == ["staged/one", "staged/two"]
+    assert plan.jobs[1].depends_on == ["staged/one"]
+    assert plan.jobs[0].image == "python:3.11"
+
+
+def test_a_failing_provider_program_is_a_plan_error(make_project: ProjectFactory) -> None:
+    root = make_project(
+        """
+        workflows:
+          - name: staged
+            provider: stages
+        """,
+        files={
+            ".dstack/providers.yaml": """
+                providers:
+                  - name: stages
+                    image: python:3.11
+                    commands: ["echo 'no stages today' >&2", "exit 2"]
+                """,
+        },
+    )
+    with pytest.raises(ds.ConfigError) as raised:
+        ds.Project(root).plan("staged")
+    assert "its program exited with code 2" in str(raised.value)
+    assert "no stages today" in str(raised.value)
+    assert raised.value.line == 3

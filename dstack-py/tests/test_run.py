@@ -162,10 +162,26 @@ def test_bad_arguments(chain: ds.Project) -> None:
     assert chain.runs() == [], "nothing is recorded for a refused run"
 
 
-@pytest.mark.parametrize("executor", ["docker", "slurm"])
-def test_unavailable_executors(chain: ds.Project, executor: str) -> None:
-    # The Docker and Slurm executors are not in this version: the refusal is typed.
-    with pytest.raises(ds.ExecutorUnavailable, match=f"the `{executor}` executor is not available in this version"):
+@pytest.mark.parametrize(
+    ("executor", "env", "message"),
+    [
+        ("docker", "DOCKER_HOST", "no Docker engine answered"),
+        ("slurm", "PATH", "sbatch"),
+    ],
+)
+def test_unavailable_executors(
+    chain: ds.Project,
+    executor: str,
+    env: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path,
+) -> None:
+    # No engine at DOCKER_HOST, no Slurm tools on PATH: the refusal is typed, nothing recorded.
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    monkeypatch.setenv(env, f"unix://{empty}/docker.sock" if env == "DOCKER_HOST" else str(empty))
+    with pytest.raises(ds.ExecutorUnavailable, match=message):
         chain.run("a", executor=executor, echo=False)
     assert chain.runs() == []
 

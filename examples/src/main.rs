@@ -393,7 +393,7 @@ fn run(
             Ok(())
         }
         Command::Validate { format } => {
-            let result = Project::load(&cli.dir).and_then(|p| {
+            let result = dstack_exec::providers::load_project(&cli.dir).and_then(|p| {
                 let warnings = p.validate(&Overrides::new())?;
                 Ok((p, warnings))
             });
@@ -445,7 +445,7 @@ fn run(
                 }
             }
             let overrides = overrides(&variables, &var)?;
-            let project = Project::load(&cli.dir)?;
+            let project = dstack_exec::providers::load_project(&cli.dir)?;
             let plan = project.plan(&workflow, &overrides)?;
             write_warnings(err, &plan.warnings);
             for note in &plan.notes {
@@ -465,7 +465,7 @@ fn run(
             Ok(())
         }
         Command::Workflows => {
-            let project = Project::load(&cli.dir)?;
+            let project = dstack_exec::providers::load_project(&cli.dir)?;
             write_warnings(err, project.warnings());
             let width = project
                 .workflows()

@@ -38,9 +38,11 @@ fn backslashes_exactly() {
         let args = args_of(&toml);
         let cwd = toml.with_extension("in");
         let cwd = if cwd.is_dir() { cwd } else { dir.clone() };
+        let state = tempfile::tempdir().expect("tempdir");
         let output = Command::new(env!("CARGO_BIN_EXE_dstack"))
             .args(&args)
             .current_dir(&cwd)
+            .env("DSTACK_STATE_DIR", state.path())
             .output()
             .expect("dstack runs");
         for (ext, actual) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {

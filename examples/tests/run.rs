@@ -2220,3 +2220,55 @@ workflows:
         "no half-written tree"
     );
 }
+
+#[test]
+fn a_custom_provider_program_makes_the_jobs_that_run() {
+    let p = Project::new(
+        r"
+workflows:
+  - name: staged
+    provider: stages
+    names: [one, two]
+",
+    );
+    std::fs::write(
+        p.root.join(".dstack/providers.yaml"),
+        "providers:\n  - name: stages\n    image: python:3.11\n    commands:\n      - python3 make_jobs.py\n",
+    )
+    .expect("write");
+    let probe = p.probe("order");
+    std::fs::write(
+        p.root.join("make_jobs.py"),
+        format!(
+            r#"import json, os
+w = json.load(open(os.environ["DSTACK_WORKFLOW_FILE"]))
+names = w["params"]["names"]
+jobs = [{{"id": n, "commands": ["echo {{}} >> {probe}".format(n)], "depends_on": names[:i][-1:]}}
+        for i, n in enumerate(names)]
+print(json.dumps({{"jobs": jobs}}))
+"#,
+            probe = probe.display()
+        ),
+    )
+    .expect("write");
+    p.git(&["add", "-A"]);
+    p.git(&["commit", "-q", "-m", "provider"]);
+    let plan = p.dstack(&["plan", "staged"]);
+    plan.ok().stdout_has("staged/one").stdout_has("staged/two");
+    p.run("staged", &[]).ok();
+    assert_eq!(p.read_probe("order"), "one\ntwo\n");
+
+    // A provider program that fails stops the run before anything starts.
+    std::fs::write(
+        p.root.join("make_jobs.py"),
+        "raise SystemExit('no stages today')\n",
+    )
+    .expect("write");
+    let out = p.run("staged", &[]);
+    out.code(1)
+        .stderr_has(
+            "provider `stages` (from `.dstack/providers.yaml`) failed for workflow `staged`",
+        )
+        .stderr_has("no stages today");
+    assert_eq!(p.ps_all().len(), 1, "no run recorded for the failed plan");
+}

@@ -1,0 +1,502 @@
+//! Provider programs on this machine: [`ProcessRunner`] runs the programs of
+//! `.dstack/providers.yaml` providers as local processes and fetches the providers of other
+//! repositories (`provider: {repo: URL, name: NAME}`) with git2 into a cache.
+//!
+//! The protocol (input file, environment, JSON output) is dstack-core's: see
+//! [`dstack_core::program`]. A program runs in the folder that defines it (the project, or the
+//! checkout of the provider repository at the fetched commit), on the host: its `image` is the
+//! default image of the jobs it makes, it is not started to plan.
+//!
+//! # The repository cache
+//!
+//! `<state>/providers/repos/<key>` holds a bare repository per URL (`key` is a hash of the URL);
+//! `<state>/providers/trees/<key>-<commit>` the files of one commit, written once (aside, then
+//! renamed) and read by every later plan. `URL@REF` (split by dstack-core) pins a branch, a tag or a commit; a full
+//! commit hash already in the cache needs no network at all. Without `@REF` the remote's default
+//! branch is fetched at every plan (in one process, once per URL).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dstack_core::program::{Program, ProgramError, ProgramInput, ProgramRunner, RepoProviders};
+use dstack_core::{Project, ProviderRegistry};
+use git2::{ObjectType, Oid, Repository};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// How long a provider program may run by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most a provider program may print on standard output.
+pub const MAX_OUTPUT: usize = 16 << 20;
+/// How much of a failed program's standard error is shown.
+const STDERR_TAIL: usize = 4096;
+
+static INPUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs provider programs as local processes; fetches provider repositories into a cache.
+#[derive(Debug)]
+pub struct ProcessRunner {
+    cache: PathBuf,
+    root: PathBuf,
+    timeout: Duration,
+    fetched: Mutex<HashMap<String, RepoProviders>>,
+}
+
+impl ProcessRunner {
+    /// A runner that keeps its files in `cache` (`<state>/providers`) and resolves relative
+    /// repository paths against the project's `root`.
+    #[must_use]
+    pub fn new(cache: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        ProcessRunner {
+            cache: cache.into(),
+            root: root.into(),
+            timeout: DEFAULT_TIMEOUT,
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets how long a program may run.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The built-in providers plus a [`ProcessRunner`] for the project at `root` whose state is in
+/// `state_dir`: what the CLI and the Python bindings plan with.
+#[must_use]
+pub fn registry(root: &Path, state_dir: &Path) -> ProviderRegistry {
+    let mut registry = ProviderRegistry::default();
+    set_runner(&mut registry, root, state_dir);
+    registry
+}
+
+/// Gives `registry` a [`ProcessRunner`] unless it has a runner already.
+pub fn set_runner(registry: &mut ProviderRegistry, root: &Path, state_dir: &Path) {
+    if registry.program_runner().is_none() {
+        registry.set_program_runner(Arc::new(ProcessRunner::new(
+            state_dir.join("providers"),
+            root,
+        )));
+    }
+}
+
+/// Loads the project at `root` with [`registry`].
+///
+/// # Errors
+/// As [`Project::load_with`].
+pub fn load_project(root: &Path) -> Result<Project, dstack_core::Error> {
+    let state = dstack_core::run::default_state_dir(root);
+    Project::load_with(root, registry(root, &state))
+}
+
+fn script(commands: &[String]) -> String {
+    let mut s = String::from("set -e\n");
+    for c in commands {
+        s.push_str(c);
+        s.push('\n');
+    }
+    s
+}
+
+/// Removes a file when dropped.
+struct Remove(PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl ProgramRunner for ProcessRunner {
+    fn run(&self, program: &Program, input: &ProgramInput) -> Result<Vec<u8>, ProgramError> {
+        let inputs = self.cache.join("inputs");
+        std::fs::create_dir_all(&inputs)
+            .map_err(|e| ProgramError::new(format!("cannot create `{}`: {e}", inputs.display())))?;
+        let file = inputs.join(format!(
+            "{}-{}.json",
+            std::process::id(),
+            INPUTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let json = serde_json::to_vec_pretty(input)
+            .map_err(|e| ProgramError::new(format!("cannot write its input: {e}")))?;
+        std::fs::write(&file, json)
+            .map_err(|e| ProgramError::new(format!("cannot write `{}`: {e}", file.display())))?;
+        let _remove = Remove(file.clone());
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script(&program.provider.commands))
+            .current_dir(&program.dir)
+            .env("DSTACK_WORKFLOW_FILE", &file)
+            .env("DSTACK_WORKFLOW", &input.workflow)
+            .env("DSTACK_PROVIDER", &input.provider)
+            .env("DSTACK_PROVIDER_IMAGE", &program.provider.image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                ProgramError::new(format!(
+                    "its program cannot start in `{}`: {e}",
+                    program.dir.display()
+                ))
+            })?;
+        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let out = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut overflow = false;
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.take(MAX_OUTPUT as u64 + 1).read_to_end(&mut buf);
+                overflow = buf.len() > MAX_OUTPUT;
+                // Keep draining so the program never blocks on a full pipe.
+                let _ = std::io::copy(s, &mut std::io::sink());
+            }
+            (buf, overflow)
+        });
+        let err = std::thread::spawn(move || {
+            let mut tail = Vec::new();
+            if let Some(s) = stderr.as_mut() {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&chunk[..n]);
+                    if tail.len() > 2 * STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+            }
+            tail
+        });
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if started.elapsed() >= self.timeout => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                    let _ = child.wait();
+                    break Err(());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                    let _ = child.wait();
+                    return Err(ProgramError::new(format!(
+                        "cannot wait for its program: {e}"
+                    )));
+                }
+            }
+        };
+        // What it left running in the background would hold the pipes open.
+        let _ = killpg(group, Signal::SIGKILL);
+        let (stdout, overflow) = out.join().unwrap_or_default();
+        let tail = err.join().unwrap_or_default();
+        let with_stderr = |e: ProgramError| {
+            let text = String::from_utf8_lossy(&tail);
+            let text = text.trim_end();
+            if text.is_empty() {
+                e
+            } else {
+                let start = text.len().saturating_sub(STDERR_TAIL);
+                let start = (start..text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(text.len());
+                let shown: Vec<String> =
+                    text[start..].lines().map(|l| format!("    {l}")).collect();
+                e.with_help(format!(
+                    "its standard error ended with:\n{}",
+                    shown.join("\n")
+                ))
+            }
+        };
+        let Ok(status) = status else {
+            return Err(with_stderr(ProgramError::new(format!(
+                "its program ran longer than {}",
+                humantime::format_duration(self.timeout)
+            ))));
+        };
+        if !status.success() {
+            let how = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                (None, None) => "failed".to_owned(),
+            };
+            return Err(with_stderr(ProgramError::new(format!("its program {how}"))));
+        }
+        if overflow {
+            return Err(ProgramError::new(format!(
+                "its program printed more than {} MiB",
+                MAX_OUTPUT >> 20
+            )));
+        }
+        Ok(stdout)
+    }
+
+    fn fetch(&self, repo: &str, git_ref: Option<&str>) -> Result<RepoProviders, ProgramError> {
+        let key = match git_ref {
+            Some(r) => format!("{repo}@{r}"),
+            None => repo.to_owned(),
+        };
+        if let Some(hit) = self
+            .fetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(hit.clone());
+        }
+        let fetched = self.fetch_uncached(repo, git_ref)?;
+        self.fetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, fetched.clone());
+        Ok(fetched)
+    }
+}
+
+fn git_problem(what: String, e: &git2::Error) -> ProgramError {
+    let mut error = ProgramError::new(format!("{what}: {}", e.message()));
+    if e.class() == git2::ErrorClass::Ssh || e.message().contains("unsupported URL protocol") {
+        error = error.with_help(
+            "dstack fetches provider repositories over https://, file:// or from a local path",
+        );
+    } else if e.class() == git2::ErrorClass::Net || e.class() == git2::ErrorClass::Http {
+        error = error.with_help("check the URL and the network; a commit already fetched once (`URL@COMMIT`) needs no network");
+    }
+    error
+}
+
+impl ProcessRunner {
+    fn fetch_uncached(
+        &self,
+        url: &str,
+        reference: Option<&str>,
+    ) -> Result<RepoProviders, ProgramError> {
+        let url = if url.contains("://") || url.starts_with('/') || looks_like_scp(url) {
+            url.to_owned()
+        } else {
+            self.root.join(url).to_string_lossy().into_owned()
+        };
+        let key = Oid::hash_object(ObjectType::Blob, url.as_bytes())
+            .map_err(|e| git_problem("cannot hash the URL".to_owned(), &e))?
+            .to_string()[..16]
+            .to_owned();
+        let repos = self.cache.join("repos");
+        let bare = repos.join(&key);
+        let repository = match Repository::open_bare(&bare) {
+            Ok(r) => r,
+            Err(_) => {
+                // The first fetch goes into a fresh repository aside, kept only if it works:
+                // an unreachable URL leaves nothing behind.
+                let partial = repos.join(format!(".{key}.partial-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&partial);
+                let fresh = Repository::init_bare(&partial).map_err(|e| {
+                    git_problem(
+                        format!("cannot create a cache in `{}`", partial.display()),
+                        &e,
+                    )
+                });
+                let fetched = fresh.and_then(|r| fetch(&r, &url).map(|_| ()));
+                if let Err(e) = fetched {
+                    let _ = std::fs::remove_dir_all(&partial);
+                    for dir in [&repos, &self.cache] {
+                        let _ = std::fs::remove_dir(dir); // only when empty
+                    }
+                    return Err(e);
+                }
+                if std::fs::rename(&partial, &bare).is_err() {
+                    let _ = std::fs::remove_dir_all(&partial); // another process was first
+                }
+                Repository::open_bare(&bare).map_err(|e| {
+                    git_problem(format!("cannot open the cache `{}`", bare.display()), &e)
+                })?
+            }
+        };
+        let pinned = reference
+            .filter(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|r| Oid::from_str(r).ok())
+            .filter(|oid| repository.find_commit(*oid).is_ok());
+        let commit = match pinned {
+            Some(oid) => oid,
+            None => {
+                let default = fetch(&repository, &url)?;
+                resolve(&repository, &url, reference, default.as_deref())?
+            }
+        };
+        let tree = self.cache.join("trees").join(format!("{key}-{commit}"));
+        if !tree.is_dir() {
+            let partial = self
+                .cache
+                .join("trees")
+                .join(format!(".{key}-{commit}.partial-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&partial);
+            if let Err(e) = crate::git::write_commit(&repository, commit, &partial) {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(ProgramError::new(format!(
+                    "cannot write commit {commit} of `{url}`: {e}"
+                )));
+            }
+            if std::fs::rename(&partial, &tree).is_err() {
+                let _ = std::fs::remove_dir_all(&partial);
+                if !tree.is_dir() {
+                    return Err(ProgramError::new(format!(
+                        "cannot write `{}`",
+                        tree.display()
+                    )));
+                }
+            }
+        }
+        let file = tree.join(".dstack").join("providers.yaml");
+        let short = &commit.to_string()[..12];
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ProgramError::new(format!(
+                    "commit {short} has no `.dstack/providers.yaml`"
+                ))
+                .with_help("a provider repository defines its providers in `.dstack/providers.yaml` (`providers:` with `name`, `image`, `commands`)")
+            } else {
+                ProgramError::new(format!("cannot read `{}`: {e}", file.display()))
+            }
+        })?;
+        let shown = PathBuf::from(format!("{url}@{short}:.dstack/providers.yaml"));
+        let providers = dstack_core::config::parse_providers_file(&text, &shown).map_err(|d| {
+            ProgramError::new(format!(
+                "its `.dstack/providers.yaml` has problems:\n{}",
+                d.errors()
+                    .map(|d| format!("  {d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        })?;
+        Ok(RepoProviders {
+            commit: commit.to_string(),
+            dir: tree,
+            providers,
+        })
+    }
+}
+
+fn looks_like_scp(url: &str) -> bool {
+    // `user@host:path`
+    url.find(':')
+        .is_some_and(|c| url[..c].contains('@') && !url[..c].contains('/'))
+}
+
+/// Fetches every branch and tag of `url`; returns the remote's default branch
+/// (`refs/heads/main`).
+fn fetch(repository: &Repository, url: &str) -> Result<Option<String>, ProgramError> {
+    let mut remote = repository
+        .remote_anonymous(url)
+        .map_err(|e| git_problem(format!("cannot use `{url}`"), &e))?;
+    let mut connection = remote
+        .connect_auth(git2::Direction::Fetch, None, None)
+        .map_err(|e| git_problem(format!("cannot reach `{url}`"), &e))?;
+    let default = connection
+        .default_branch()
+        .ok()
+        .and_then(|b| b.as_str().ok().map(str::to_owned));
+    let mut options = git2::FetchOptions::new();
+    options.download_tags(git2::AutotagOption::All);
+    connection
+        .remote()
+        .fetch(
+            &[
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            Some(&mut options),
+            None,
+        )
+        .map_err(|e| git_problem(format!("cannot fetch `{url}`"), &e))?;
+    Ok(default)
+}
+
+/// The commit `reference` (a branch, tag or commit; the default branch when `None`) names.
+fn resolve(
+    repository: &Repository,
+    url: &str,
+    reference: Option<&str>,
+    default: Option<&str>,
+) -> Result<Oid, ProgramError> {
+    let peel = |spec: &str| {
+        repository
+            .revparse_single(spec)
+            .ok()
+            .and_then(|o| o.peel_to_commit().ok())
+            .map(|c| c.id())
+    };
+    match reference {
+        None => {
+            let branch = default
+                .and_then(|d| d.strip_prefix("refs/heads/"))
+                .ok_or_else(|| {
+                    ProgramError::new(format!(
+                        "`{url}` has no default branch (an empty repository?)"
+                    ))
+                    .with_help("pin a branch, tag or commit: `URL@REF`")
+                })?;
+            peel(&format!("refs/remotes/origin/{branch}")).ok_or_else(|| {
+                ProgramError::new(format!("`{url}`: branch `{branch}` has no commit"))
+            })
+        }
+        Some(r) => {
+            for spec in [format!("refs/remotes/origin/{r}"), format!("refs/tags/{r}")] {
+                if let Some(oid) = peel(&spec) {
+                    return Ok(oid);
+                }
+            }
+            if r.len() >= 4
+                && r.bytes().all(|b| b.is_ascii_hexdigit())
+                && let Some(oid) = peel(r)
+            {
+                return Ok(oid);
+            }
+            let names: Vec<String> = repository
+                .references()
+                .map(|refs| {
+                    refs.filter_map(Result::ok)
+                        .filter_map(|r| r.shorthand().ok().map(str::to_owned))
+                        .map(|n| n.strip_prefix("origin/").map_or(n.clone(), str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let hint = dstack_core::diag::did_you_mean(r, names.iter().map(String::as_str));
+            let mut e = ProgramError::new(format!("`{r}` is no branch, tag or commit of `{url}`"));
+            match hint {
+                Some(h) => e = e.with_help(format!("did you mean `{h}`?")),
+                None if !names.is_empty() => {
+                    let mut names = names;
+                    names.sort();
+                    names.dedup();
+                    let more = names.len().saturating_sub(10);
+                    names.truncate(10);
+                    e = e.with_help(format!(
+                        "its branches and tags: {}{}",
+                        names.join(", "),
+                        if more > 0 {
+                            format!(" (and {more} more)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                None => {}
+            }
+            Err(e)
+        }
+    }
+}
