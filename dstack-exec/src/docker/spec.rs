@@ -6,7 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::models::{
-    ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType, PortBinding,
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, Mount, MountType,
+    PortBinding,
 };
 use dstack_core::run::JobRequest;
 
@@ -245,6 +246,13 @@ pub(crate) fn container_body(
             init: Some(true),
             privileged: Some(false),
             auto_remove: Some(false),
+            // The output goes to dstack's log store through the attached stream; the engine's
+            // own copy (a JSON file as large again) only serves `docker logs` on kept
+            // containers, and halves the throughput.
+            log_config: (!config.keep_containers).then(|| HostConfigLogConfig {
+                typ: Some("none".to_owned()),
+                config: None,
+            }),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -350,6 +358,11 @@ mod tests {
         assert_eq!(host.init, Some(true));
         assert_eq!(host.auto_remove, Some(false));
         assert_eq!(host.binds, None, "mounts only: no `:` parsing of paths");
+        assert_eq!(
+            host.log_config.and_then(|l| l.typ).as_deref(),
+            Some("none"),
+            "output is attached, not logged twice"
+        );
         let mounts: Vec<_> = host
             .mounts
             .expect("mounts")
