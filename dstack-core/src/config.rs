@@ -164,7 +164,9 @@ impl Sources {
             // Read at most one byte more than the parser accepts: a huge file costs bounded
             // memory and is refused by the parser as too large.
             let limit = Limits::default().max_bytes as u64 + 1;
-            let mut bytes = Vec::new();
+            // Sized from the file's length, so that reading does not copy as it grows.
+            let expected = file.metadata().map_or(0, |m| m.len().min(limit));
+            let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0) + 1);
             file.take(limit)
                 .read_to_end(&mut bytes)
                 .map_err(|source| Error::Io {
@@ -202,7 +204,7 @@ pub struct Project {
     pub(crate) registry: ProviderRegistry,
     pub(crate) warnings: Diagnostics,
     /// The text of `workflows.yaml`, to locate expressions inside quoted and block scalars.
-    pub(crate) workflows_source: Option<Arc<str>>,
+    pub(crate) workflows_source: Option<String>,
 }
 
 impl Project {
@@ -221,8 +223,10 @@ impl Project {
     /// As [`Project::load`].
     pub fn load_with(root: impl AsRef<Path>, registry: ProviderRegistry) -> Result<Project, Error> {
         let root = root.as_ref();
-        let sources = Sources::read(root)?;
-        Project::from_sources(root, &sources, registry)
+        let mut sources = Sources::read(root)?;
+        // The text of workflows.yaml is kept in the project: moved there, not copied.
+        let workflows = sources.workflows.take();
+        Project::build(root, workflows, &sources, registry)
     }
 
     /// Loads a project from file contents; `root` only names the files in messages.
@@ -234,7 +238,18 @@ impl Project {
         sources: &Sources,
         registry: ProviderRegistry,
     ) -> Result<Project, Error> {
-        let root = root.as_ref().to_path_buf();
+        Project::build(root.as_ref(), sources.workflows.clone(), sources, registry)
+    }
+
+    /// [`Project::from_sources`] with the text of `workflows.yaml` given apart (the one of
+    /// `sources` is not read).
+    fn build(
+        root: &Path,
+        workflows_text: Option<String>,
+        sources: &Sources,
+        registry: ProviderRegistry,
+    ) -> Result<Project, Error> {
+        let root = root.to_path_buf();
         let files = Files::new(&root);
         let mut diags = Vec::new();
 
@@ -249,13 +264,13 @@ impl Project {
             Some(text) => {
                 let mut sink = Sink::new(&files.variables, &mut diags);
                 match yaml::parse(text, Limits::default(), &mut sink) {
-                    Some(node) => Variables::from_node(&node, &mut sink),
+                    Some(node) => Variables::from_node(node, &mut sink),
                     None => Variables::default(),
                 }
             }
             None => Variables::default(),
         };
-        let workflows = match &sources.workflows {
+        let workflows = match &workflows_text {
             None => {
                 diags.push(
                     Diagnostic::error(
@@ -291,8 +306,9 @@ impl Project {
             custom,
             registry,
             warnings: Diagnostics::default(),
-            workflows_source: sources.workflows.as_deref().map(Arc::from),
+            workflows_source: None,
         };
+        project.workflows_source = workflows_text;
         project.index_workflows(workflows, &mut diags);
         project.check_providers(&mut diags);
         project.check_dependencies(&mut diags);
@@ -305,7 +321,7 @@ impl Project {
             diags.sort();
             return Err(Error::Invalid(diags));
         }
-        if project.workflows.is_empty() && sources.workflows.is_some() {
+        if project.workflows.is_empty() && project.workflows_source.is_some() {
             let mut sink = Sink::new(&project.files.workflows, &mut diags);
             sink.warning(Pos::new(1, 1), Code::Unused, "no workflows are defined")
                 .help("add workflows to the `workflows:` list");
@@ -360,6 +376,7 @@ impl Project {
 
     fn index_workflows(&mut self, workflows: Vec<Workflow>, diags: &mut Vec<Diagnostic>) {
         let mut sink = Sink::new(&self.files.workflows, diags);
+        self.workflows.reserve_exact(workflows.len());
         for wf in workflows {
             if let Some(&first) = self.index.get(&wf.name) {
                 let line = self.workflows[first].pos.line;
@@ -638,10 +655,13 @@ fn parse_workflows(mut root: Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
     let Some(NodeKind::Seq(items)) = items else {
         return Vec::new();
     };
-    items
-        .into_iter()
-        .filter_map(|item| parse_workflow(item, sink))
-        .collect()
+    let mut out = Vec::with_capacity(items.len());
+    out.extend(
+        items
+            .into_iter()
+            .filter_map(|item| parse_workflow(item, sink)),
+    );
+    out
 }
 
 /// The keys `parse_workflow` reads itself; every other key is a parameter.

@@ -19,6 +19,8 @@ use crate::resources::{Resources, format_bytes};
 use crate::variables::{Budget, Overrides, ResolvedOverrides, Substitution, env_name};
 use crate::yaml::{Node, NodeKind, ScalarValue};
 
+mod json;
+
 /// A file to download (the `curl` provider's job).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Download {
@@ -109,7 +111,7 @@ impl Project {
         };
         let order = self.closure(target);
         let mut diags = Vec::new();
-        let mut jobs = Vec::new();
+        let mut jobs = Vec::with_capacity(order.len());
         let mut jobs_of: HashMap<usize, Vec<String>> = HashMap::with_capacity(order.len());
         let mut budget = Budget::default();
         for &i in &order {
@@ -458,13 +460,20 @@ fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Di
         .iter()
         .map(|s| s.iter().map(|&i| jobs[i].id.clone()).collect())
         .collect();
-    let mut slots: Vec<Option<JobSpec>> = jobs.into_iter().map(Some).collect();
-    let ordered = stages_idx
-        .iter()
-        .flatten()
-        .filter_map(|&i| slots[i].take())
-        .collect();
-    Ok((ordered, stages))
+    // Put every job at its place in stage order, in place: `place[i]` is where job `i` goes.
+    let mut jobs = jobs;
+    let mut place = vec![0usize; jobs.len()];
+    for (at, &i) in stages_idx.iter().flatten().enumerate() {
+        place[i] = at;
+    }
+    for i in 0..jobs.len() {
+        while place[i] != i {
+            let to = place[i];
+            jobs.swap(i, to);
+            place.swap(i, to);
+        }
+    }
+    Ok((jobs, stages))
 }
 
 impl Plan {
@@ -485,7 +494,7 @@ impl Plan {
     /// # Errors
     /// When `out` fails.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, self).map_err(std::io::Error::other)?;
+        json::write_plan(self, out)?;
         out.write_all(b"\n")
     }
 

@@ -46,7 +46,7 @@ pub struct Variables {
 
 impl Variables {
     /// Reads the document of `variables.yaml`.
-    pub(crate) fn from_node(root: &Node, sink: &mut Sink<'_>) -> Variables {
+    pub(crate) fn from_node(mut root: Node, sink: &mut Sink<'_>) -> Variables {
         let mut out = Variables::default();
         let Some(entries) = root.as_map() else {
             sink.error(
@@ -82,7 +82,7 @@ impl Variables {
         if vars.is_null() {
             return out;
         }
-        let Some(sections) = vars.as_map() else {
+        if vars.as_map().is_none() {
             sink.error(
                 vars.pos,
                 Code::Type,
@@ -93,14 +93,29 @@ impl Variables {
             )
             .help("e.g. `variables: {train: {epochs: 10}}`");
             return out;
+        }
+        // The values are moved out of the tree, not copied.
+        let sections = match &mut root.kind {
+            NodeKind::Map(entries) => entries
+                .iter_mut()
+                .find(|e| e.key.text == "variables")
+                .map(|e| std::mem::replace(&mut e.value.kind, NodeKind::Seq(Vec::new()))),
+            _ => None,
         };
+        let Some(NodeKind::Map(sections)) = sections else {
+            return out;
+        };
+        out.sections.reserve(sections.len());
         for s in sections {
             let mut section = Section {
                 pos: s.key.pos,
                 vars: IndexMap::new(),
             };
-            match &s.value.kind {
+            let value_pos = s.value.pos;
+            let value_type = s.value.type_name();
+            match s.value.kind {
                 NodeKind::Map(vars) => {
+                    section.vars.reserve(vars.len());
                     for v in vars {
                         if !valid_variable_name(&v.key.text) {
                             sink.error(
@@ -114,10 +129,10 @@ impl Variables {
                             continue;
                         }
                         section.vars.insert(
-                            v.key.text.clone(),
+                            v.key.text,
                             Variable {
                                 pos: v.key.pos,
-                                value: v.value.clone(),
+                                value: v.value,
                             },
                         );
                     }
@@ -125,17 +140,16 @@ impl Variables {
                 NodeKind::Scalar(sc) if sc.value == ScalarValue::Null => {}
                 _ => {
                     sink.error(
-                        s.value.pos,
+                        value_pos,
                         Code::Type,
                         format!(
                             "section `{}` of `variables` must be a mapping of variable names to values, found {}",
-                            s.key.text,
-                            s.value.type_name()
+                            s.key.text, value_type
                         ),
                     );
                 }
             }
-            out.sections.insert(s.key.text.clone(), section);
+            out.sections.insert(s.key.text, section);
         }
         out
     }
@@ -497,7 +511,7 @@ impl Origin<'_> {
 /// Whether `node` holds a `${{` anywhere (in a string scalar: keys are never substituted).
 fn has_expression(node: &Node) -> bool {
     match &node.kind {
-        NodeKind::Scalar(s) => s.value == ScalarValue::Str && s.text.contains(OPEN),
+        NodeKind::Scalar(s) => s.value == ScalarValue::Str && find_open(&s.text).is_some(),
         NodeKind::Seq(items) => items.iter().any(has_expression),
         NodeKind::Map(entries) => entries.iter().any(|e| has_expression(&e.value)),
     }
@@ -516,6 +530,21 @@ fn text_bytes(node: &Node) -> usize {
 }
 
 const OPEN: &str = "${{";
+
+/// The byte offset of the first `${{` in `text` (a search for `$`, cheaper than a substring
+/// search for the common text without any).
+fn find_open(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(i) = bytes[from..].iter().position(|&b| b == b'$') {
+        let at = from + i;
+        if bytes[at..].starts_with(OPEN.as_bytes()) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
 const CLOSE: &str = "}}";
 
 impl<'a> Substitution<'a> {
@@ -605,7 +634,7 @@ impl<'a> Substitution<'a> {
     }
 
     fn scalar(&mut self, node: &Node, s: &Scalar, sink: &mut Sink<'_>) -> Node {
-        if s.value != ScalarValue::Str || !s.text.contains(OPEN) {
+        if s.value != ScalarValue::Str || find_open(&s.text).is_none() {
             return node.clone();
         }
         let text = s.text.as_str();
@@ -637,7 +666,7 @@ impl<'a> Substitution<'a> {
         let mut out = String::with_capacity(text.len());
         let mut rest = 0;
         let mut ok = true;
-        while let Some(found) = text[rest..].find(OPEN) {
+        while let Some(found) = find_open(&text[rest..]) {
             let start = rest + found;
             out.push_str(&text[rest..start]);
             let after = start + OPEN.len();

@@ -70,8 +70,13 @@ enum PlainEnd {
 /// than `\n` (tabs and `\r` included), and the characters YAML or saphyr-parser treat
 /// specially outside ASCII (byte order marks, NEL, line and paragraph separators).
 fn plain_text(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    if bytes.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f) {
+    // In blocks without an early exit, so that the check runs on vectors.
+    let refused = text.as_bytes().chunks(256).any(|block| {
+        block.iter().fold(false, |bad, &b| {
+            bad | ((b < 0x20) & (b != b'\n')) | (b == 0x7f)
+        })
+    });
+    if refused {
         return false;
     }
     if text.is_ascii() {
@@ -94,6 +99,7 @@ pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) ->
     let mut p = Scanner {
         src: source,
         bytes: source.as_bytes(),
+        ascii: source.is_ascii(),
         next: 0,
         next_no: 1,
         peeked: None,
@@ -124,6 +130,8 @@ pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) ->
 struct Scanner<'s, 'b, 'k> {
     src: &'s str,
     bytes: &'s [u8],
+    /// Whether the whole text is ASCII (every column is then a byte offset).
+    ascii: bool,
     /// Byte offset of the next line not read yet.
     next: usize,
     /// Its 1-based number.
@@ -143,10 +151,7 @@ impl<'s> Scanner<'s, '_, '_> {
         let bytes = self.bytes;
         while self.next < bytes.len() {
             let start = self.next;
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |i| start + i);
+            let end = find_newline(bytes, start);
             let no = self.next_no;
             self.next = end + 1;
             self.next_no = self.next_no.checked_add(1).ok_or(GiveUp)?;
@@ -169,7 +174,7 @@ impl<'s> Scanner<'s, '_, '_> {
                 content,
                 end,
                 no,
-                ascii: line.is_ascii(),
+                ascii: self.ascii || line.is_ascii(),
             });
             return Ok(self.peeked);
         }
@@ -538,6 +543,30 @@ impl<'s> Scanner<'s, '_, '_> {
     }
 }
 
+/// The offset of the first `\n` at or after `from`, or the length of `bytes`. Eight bytes at a
+/// time.
+fn find_newline(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word) ^ NEWLINES;
+        // A zero byte of `w` is a newline; the lowest flagged byte is the first one.
+        let found = w.wrapping_sub(ONES) & !w & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| at + i)
+}
+
 /// Whether `b` cannot start a plain scalar (or starts one only in some contexts).
 fn is_indicator(b: u8) -> bool {
     matches!(
@@ -574,4 +603,37 @@ fn plain_start(bytes: &[u8], at: usize, end: usize) -> Fast<()> {
         return Ok(());
     }
     Err(GiveUp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newlines_are_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes = vec![b'a'; len];
+                if at < len {
+                    bytes[at] = b'\n';
+                }
+                for from in 0..=at.min(len) {
+                    assert_eq!(find_newline(&bytes, from), at, "{len} {at} {from}");
+                }
+                // Bytes next to `\n` (0x0a) do not count.
+                let others: Vec<u8> = (0..len).map(|i| [0x0b, 0x09, 0x8a, 0xff][i % 4]).collect();
+                assert_eq!(find_newline(&others, 0), len);
+            }
+        }
+    }
+
+    #[test]
+    fn refused_characters() {
+        assert!(plain_text("a: b\nc: [d]\n"));
+        assert!(plain_text("é: ü\n"));
+        for bad in ["\t", "\r", "\0", "\u{7f}", "\u{85}", "\u{feff}", "\u{2028}"] {
+            let text = format!("{}{bad}{}", "a".repeat(300), "b".repeat(300));
+            assert!(!plain_text(&text), "{bad:?}");
+        }
+    }
 }

@@ -117,6 +117,20 @@ pub fn run(data: &[u8]) -> Outcome {
     }
     .allow_unknown(allow_unknown);
 
+    // The fast YAML front end, whenever it takes a document, reads it as saphyr-parser does.
+    for text in [
+        Some(&parts.workflows),
+        parts.variables.as_ref(),
+        parts.providers.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Err(e) = dstack_core::yaml::compare_front_ends(text) {
+            panic!("the YAML front ends disagree: {e}");
+        }
+    }
+
     let sources = Sources {
         workflows: Some(parts.workflows),
         variables: parts.variables,
@@ -266,6 +280,14 @@ pub fn check_plan(plan: &Plan, name: &str) {
     }
 
     let json = plan.to_json();
+    let mut written = Vec::new();
+    plan.write_json(&mut written)
+        .expect("a Vec takes everything");
+    assert_eq!(
+        written,
+        format!("{json}\n").into_bytes(),
+        "`write_json` and `to_json` differ for `{name}`"
+    );
     let value: serde_json::Value = match serde_json::from_str(&json) {
         Ok(v) => v,
         Err(e) => panic!("the JSON of `{name}` does not parse ({e}): {json}"),
