@@ -380,6 +380,9 @@ impl Project {
             .arg(&self.root)
             .args(args)
             .env("NO_COLOR", "1")
+            // `auto` means Docker when an engine answers: these tests are about local
+            // processes, whatever runs on the machine (tests/docker.rs covers Docker).
+            .env("DOCKER_HOST", "unix:///nonexistent/dstack-tests-no-docker.sock")
             .stdin(Stdio::null());
         match &self.state {
             Some(s) => c.env("DSTACK_STATE_DIR", s),
