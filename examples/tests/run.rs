@@ -382,7 +382,7 @@ impl Project {
             .env("NO_COLOR", "1")
             // `auto` means Docker when an engine answers: these tests are about local
             // processes, whatever runs on the machine (tests/docker.rs covers Docker).
-            .env("DOCKER_HOST", "unix:///nonexistent/dstack-tests-no-docker.sock")
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .stdin(Stdio::null());
         match &self.state {
             Some(s) => c.env("DSTACK_STATE_DIR", s),
