@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use petgraph::graph::NodeIndex;
+
 use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};
 use crate::error::Error;
 use crate::provider::{BUILTIN_PROVIDERS, ProviderRegistry};
@@ -427,11 +429,15 @@ impl Project {
 
     fn check_dependencies(&self, diags: &mut Vec<Diagnostic>) {
         let mut sink = Sink::new(&self.files.workflows, diags);
+        // Node `i` is workflow `i`: an index-based graph, no hashing.
+        let edges = self.workflows.iter().map(|w| w.depends_on.len()).sum();
         let mut graph =
-            petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(self.workflows.len(), 0);
+            petgraph::graph::DiGraph::<(), ()>::with_capacity(self.workflows.len(), edges);
+        for _ in &self.workflows {
+            graph.add_node(());
+        }
         let mut suggestions = crate::diag::SUGGESTIONS_PER_KIND;
         for (i, wf) in self.workflows.iter().enumerate() {
-            graph.add_node(i);
             for dep in &wf.depends_on {
                 if dep.workflow == wf.name && dep.tag.is_none() {
                     sink.error(
@@ -445,7 +451,7 @@ impl Project {
                 match self.index.get(&dep.workflow) {
                     Some(_) if dep.tag.is_some() => {}
                     Some(&j) => {
-                        graph.add_edge(i, j, ());
+                        graph.add_edge(NodeIndex::new(i), NodeIndex::new(j), ());
                     }
                     None => {
                         let hint = if suggestions > 0 {
@@ -476,6 +482,7 @@ impl Project {
             if scc.len() < 2 {
                 continue;
             }
+            let scc: Vec<usize> = scc.iter().map(|n| n.index()).collect();
             let Some(&start) = scc.iter().min() else {
                 continue;
             };
