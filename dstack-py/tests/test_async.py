@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import threading
 import time
 
@@ -91,11 +92,14 @@ def test_failure_raises_execution_error(project: ds.Project) -> None:
     assert [(j.id, j.exit_code) for j in info.value.failed_jobs] == [("broken", 7)]
 
 
-def test_errors_before_the_run(project: ds.Project) -> None:
+def test_errors_before_the_run(
+    project: ds.Project, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
     async def main(**kwargs: object) -> None:
         await project.run_async("left", echo=False, **kwargs)  # type: ignore[arg-type]
 
-    with pytest.raises(ds.ExecutorUnavailable):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(ds.ExecutorUnavailable, match="no Docker engine answered"):
         asyncio.run(main(executor="docker"))
     with pytest.raises(ValueError, match="unknown executor"):
         asyncio.run(main(executor="nomad"))

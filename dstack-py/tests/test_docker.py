@@ -187,8 +187,14 @@ def test_ctrl_c_stops_the_container_and_raises_keyboard_interrupt(
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # A failed assertion above: stop the run the way a user would (SIGTERM), so that
+            # its container is removed, before giving up on the driver.
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert "INTERRUPTED" in out, err
     assert "KeyboardInterrupt" in err
     deadline = time.monotonic() + 10
