@@ -6,6 +6,7 @@
 //! from the keys that were asked for. Problems never stop the reading: each accessor reports
 //! what is wrong and returns `None`, so one pass finds every problem of a workflow.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +16,27 @@ use crate::diag::{Code, Diagnostic, Location, Severity, did_you_mean};
 use crate::resources::{GpuRequest, MEMORY_UNITS_HELP, Resources, parse_memory};
 use crate::variables::Origin;
 use crate::yaml::{Key, Node, NodeKind, Pos, ScalarValue};
+
+/// The keys the built-in providers read (the names `Params` records need no copy).
+const BUILTIN_KEYS: [&str; 17] = [
+    "timeout",
+    "retries",
+    "image",
+    "commands",
+    "ports",
+    "working_dir",
+    "environment",
+    "artifacts",
+    "resources",
+    "script",
+    "python_script",
+    "python",
+    "version",
+    "requirements",
+    "url",
+    "output",
+    "help",
+];
 
 /// One parameter: its key as written and its value (substituted, or as written when it holds
 /// no `${{ }}`).
@@ -33,7 +55,7 @@ pub struct Params<'a> {
     pos: Pos,
     entries: Vec<Param<'a>>,
     used: Vec<bool>,
-    pub(crate) asked: Vec<String>,
+    pub(crate) asked: Vec<Cow<'a, str>>,
     diagnostics: Vec<Diagnostic>,
     /// Required keys reported missing, with the index of that diagnostic.
     missing: Vec<(String, usize)>,
@@ -86,10 +108,20 @@ impl<'a> Params<'a> {
 
     /// Takes the raw node under `key`, marking the key as understood.
     pub fn raw(&mut self, key: &str) -> Option<&'a Node> {
+        let found = self.entries.iter().position(|e| e.key.text == key);
         if !self.asked.iter().any(|k| k == key) {
-            self.asked.push(key.to_owned());
+            // Borrowed from the workflow's own key, or from the keys of the built-in
+            // providers, when it can be: this runs for every key of every planned workflow.
+            let name = match found {
+                Some(i) => Cow::Borrowed(self.entries[i].key.text.as_str()),
+                None => BUILTIN_KEYS
+                    .iter()
+                    .find(|k| **k == key)
+                    .map_or_else(|| Cow::Owned(key.to_owned()), |k| Cow::Borrowed(*k)),
+            };
+            self.asked.push(name);
         }
-        let i = self.entries.iter().position(|e| e.key.text == key)?;
+        let i = found?;
         self.used[i] = true;
         Some(self.entries[i].value)
     }
@@ -701,7 +733,7 @@ impl<'a> Params<'a> {
         if self.used.iter().all(|&u| u) {
             return self.diagnostics;
         }
-        let mut keys: Vec<&str> = self.asked.iter().map(String::as_str).collect();
+        let mut keys: Vec<&str> = self.asked.iter().map(|k| &**k).collect();
         keys.extend(crate::config::WORKFLOW_KEYS);
         keys.sort_unstable();
         keys.dedup();
@@ -712,7 +744,7 @@ impl<'a> Params<'a> {
                 continue;
             }
             let key = &entry.key.text;
-            let hint = did_you_mean(key, self.asked.iter().map(String::as_str)).map(str::to_owned);
+            let hint = did_you_mean(key, self.asked.iter().map(|k| &**k)).map(str::to_owned);
             let hint = hint.as_deref();
             // `scirpt` for a missing `script` is one mistake: report it once, as the typo.
             if let Some((_, index)) = self.missing.iter().find(|(m, _)| Some(m.as_str()) == hint) {

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
+use std::ops::Range;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -112,11 +113,19 @@ impl Project {
         let order = self.closure(target);
         let mut diags = Vec::new();
         let mut jobs = Vec::with_capacity(order.len());
-        let mut jobs_of: HashMap<usize, Vec<String>> = HashMap::with_capacity(order.len());
+        // `jobs_of[i]`: where the jobs of workflow `i` are in `jobs`.
+        let mut jobs_of: Vec<Range<usize>> = vec![0..0; self.workflows.len()];
         let mut budget = Budget::default();
         for &i in &order {
-            let made = self.materialise(i, &resolved, &jobs_of, true, &mut budget, &mut diags);
-            jobs_of.insert(i, made.iter().map(|j| j.id.clone()).collect());
+            let made = self.materialise(
+                i,
+                &resolved,
+                (&jobs, &jobs_of),
+                true,
+                &mut budget,
+                &mut diags,
+            );
+            jobs_of[i] = jobs.len()..jobs.len() + made.len();
             jobs.extend(made);
         }
         diags.extend(self.warnings.0.iter().cloned());
@@ -162,10 +171,9 @@ impl Project {
     }
 
     fn check_all(&self, resolved: &ResolvedOverrides, diags: &mut Vec<Diagnostic>) {
-        let none = HashMap::new();
         let mut budget = Budget::default();
         for i in 0..self.workflows.len() {
-            self.materialise(i, resolved, &none, false, &mut budget, diags);
+            self.materialise(i, resolved, (&[], &[]), false, &mut budget, diags);
         }
     }
 
@@ -209,7 +217,7 @@ impl Project {
         &self,
         i: usize,
         resolved: &ResolvedOverrides,
-        jobs_of: &HashMap<usize, Vec<String>>,
+        (planned, jobs_of): (&[JobSpec], &[Range<usize>]),
         planning: bool,
         budget: &mut Budget,
         diags: &mut Vec<Diagnostic>,
@@ -341,32 +349,40 @@ impl Project {
         for (name, value) in &vars {
             var_env.insert(env_name(name), env_text(value));
         }
-        let external: Vec<String> = wf
-            .depends_on
-            .iter()
-            .flat_map(|d| match &d.tag {
-                Some(_) => vec![d.reference()],
-                None => self
-                    .index
-                    .get(&d.workflow)
-                    .and_then(|j| jobs_of.get(j))
-                    .cloned()
-                    .unwrap_or_default(),
-            })
-            .collect();
-        let single = jobs.len() == 1;
-        let local_ids: Vec<String> = jobs
-            .iter()
-            .enumerate()
-            .map(|(n, j)| {
-                if j.id.is_empty() {
-                    (n + 1).to_string()
-                } else {
-                    j.id.clone()
+        let mut external: Vec<String> = Vec::new();
+        for d in &wf.depends_on {
+            match &d.tag {
+                Some(_) => external.push(d.reference()),
+                None => {
+                    let made = self
+                        .index
+                        .get(&d.workflow)
+                        .and_then(|&j| jobs_of.get(j))
+                        .and_then(|r| planned.get(r.clone()))
+                        .unwrap_or_default();
+                    external.extend(made.iter().map(|j| j.id.clone()));
                 }
-            })
-            .collect();
+            }
+        }
+        let single = jobs.len() == 1;
+        let local_ids: Vec<String> = if single {
+            Vec::new()
+        } else {
+            jobs.iter()
+                .enumerate()
+                .map(|(n, j)| {
+                    if j.id.is_empty() {
+                        (n + 1).to_string()
+                    } else {
+                        j.id.clone()
+                    }
+                })
+                .collect()
+        };
+        let count = jobs.len();
         for (n, job) in jobs.iter_mut().enumerate() {
+            // The last job takes the workflow's values; the others get copies.
+            let last = n + 1 == count;
             let id = if single {
                 wf.name.clone()
             } else {
@@ -378,9 +394,17 @@ impl Project {
                 .map(|local| format!("{}/{local}", wf.name))
                 .collect();
             if deps.is_empty() {
-                deps.extend(external.iter().cloned());
+                if last {
+                    deps = std::mem::take(&mut external);
+                } else {
+                    deps.extend(external.iter().cloned());
+                }
             }
-            let mut env = var_env.clone();
+            let mut env = if last {
+                std::mem::take(&mut var_env)
+            } else {
+                var_env.clone()
+            };
             env.append(&mut job.env);
             *job = JobSpec {
                 id,

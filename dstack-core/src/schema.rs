@@ -369,7 +369,7 @@ mod tests {
             let _ = params.duration("timeout");
             let _ = params.integer("retries", 0, 100);
             registry.get(provider).expect("built-in").jobs(&mut params);
-            let mut read: Vec<&str> = params.asked.iter().map(String::as_str).collect();
+            let mut read: Vec<&str> = params.asked.iter().map(|k| &**k).collect();
             read.extend(["name", "provider", "depends-on", "help"]);
             // Deprecated spellings are read through `raw_or_deprecated`, which asks for the new key.
             if provider == "python" {
