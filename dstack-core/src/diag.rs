@@ -255,11 +255,6 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// The file the diagnostics are about.
-    pub(crate) fn path(&self) -> &Arc<Path> {
-        &self.path
-    }
-
     fn push(
         &mut self,
         severity: Severity,

@@ -475,14 +475,10 @@ pub fn parse_str(
 /// A description of the difference when the two disagree.
 #[doc(hidden)]
 pub fn compare_front_ends(text: &str) -> Result<bool, String> {
-    let path: std::sync::Arc<std::path::Path> = std::path::Path::new("t.yaml").into();
-    let mut fast_diags = Vec::new();
-    let mut builder = Builder::new(Limits::default());
-    let accepted = fast::parse(text, &mut builder, &mut Sink::new(&path, &mut fast_diags)).is_ok()
-        && fast_diags.is_empty();
-    if !accepted {
+    let Ok(fast) = fast::parse(text, Limits::default()) else {
         return Ok(false);
-    }
+    };
+    let path: std::sync::Arc<std::path::Path> = std::path::Path::new("t.yaml").into();
     let mut diags = Vec::new();
     let slow = parse_saphyr(text, Limits::default(), &mut Sink::new(&path, &mut diags));
     if !diags.is_empty() {
@@ -491,7 +487,7 @@ pub fn compare_front_ends(text: &str) -> Result<bool, String> {
         ));
     }
     // Debug text, so that NaN equals NaN.
-    let (fast, slow) = (format!("{:?}", builder.root), format!("{slow:?}"));
+    let (fast, slow) = (format!("{:?}", Some(fast)), format!("{slow:?}"));
     if fast == slow {
         Ok(true)
     } else {
@@ -520,17 +516,8 @@ pub(crate) fn parse(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option
     }
     // The common block-style subset first; saphyr-parser for everything else, and for any
     // document about which there is something to report.
-    let mut builder = Builder::new(limits);
-    let mut reported = Vec::new();
-    if fast::parse(
-        source,
-        &mut builder,
-        &mut Sink::new(sink.path(), &mut reported),
-    )
-    .is_ok()
-        && reported.is_empty()
-    {
-        return builder.root;
+    if let Ok(root) = fast::parse(source, limits) {
+        return Some(root);
     }
     parse_saphyr(source, limits, sink)
 }

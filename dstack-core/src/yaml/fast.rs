@@ -2,8 +2,8 @@
 //!
 //! saphyr-parser's scanner handles all of YAML, one character at a time, and allocates every
 //! scalar; on large workflow files it is most of the time of a load. This scanner reads the
-//! common subset line by line and feeds the same events, at the same positions, to the same
-//! [`Builder`](super::Builder):
+//! common subset line by line and builds the same [`Node`] tree, with the same positions, that
+//! saphyr-parser's events make through [`Builder`](super::Builder):
 //!
 //! - block mappings whose keys are plain scalars on one line (`key: value`, `key:` followed by
 //!   a nested block, an indentless `- ` list, or nothing);
@@ -15,18 +15,17 @@
 //!
 //! Anything else (anchors, aliases, tags, block scalars, flow mappings, multi-line scalars,
 //! tabs, carriage returns, control characters, byte order marks, document markers, directives,
-//! empty documents...) makes it give up, and so does any diagnostic of the builder, even a
-//! warning: the caller then parses the whole text again with saphyr-parser, which reports
-//! every problem as before. So the fast path decides nothing about errors: a document it
-//! accepts is one saphyr-parser reads into the same events, and every other document takes
-//! the saphyr-parser path. `tests/yaml_fast_path.rs` checks both paths against each other.
+//! empty documents...) makes it give up, and so does anything the builder would report: a
+//! duplicate key, a merge key (`<<`), nesting deeper than [`Limits::max_depth`], more than
+//! [`Limits::max_nodes`] nodes. The caller then parses the whole text again with
+//! saphyr-parser, which reports every problem as before. So the fast path decides nothing about
+//! errors: a document it accepts is one saphyr-parser reads into the same tree without a word,
+//! and every other document takes the saphyr-parser path. `tests/yaml_fast_path.rs` checks
+//! both paths against each other.
 
-use std::borrow::Cow;
+use std::collections::HashSet;
 
-use saphyr_parser::{Event, ScalarStyle};
-
-use super::{Builder, Pos};
-use crate::diag::Sink;
+use super::{Entry, Key, Limits, Node, NodeKind, Pos, Scalar, Style};
 
 /// The document is outside the subset (or the builder refused it): use saphyr-parser.
 pub(super) struct GiveUp;
@@ -90,9 +89,9 @@ fn plain_text(text: &str) -> bool {
     })
 }
 
-/// Parses `source` into `builder`; `GiveUp` when it is outside the subset or when the builder
-/// reported anything.
-pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) -> Fast<()> {
+/// Parses `source` into its tree; `GiveUp` when it is outside the subset or when the builder
+/// would report anything.
+pub(super) fn parse(source: &str, limits: Limits) -> Fast<Node> {
     if !plain_text(source) {
         return Err(GiveUp);
     }
@@ -103,8 +102,9 @@ pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) ->
         next: 0,
         next_no: 1,
         peeked: None,
-        builder,
-        sink,
+        limits,
+        depth: 0,
+        nodes: 0,
     };
     let Some(first) = p.peek()? else {
         // An empty stream: saphyr-parser says what it is.
@@ -113,21 +113,14 @@ pub(super) fn parse(source: &str, builder: &mut Builder, sink: &mut Sink<'_>) ->
     if first.indent() != 0 {
         return Err(GiveUp);
     }
-    p.emit(Event::StreamStart, Pos::new(1, 1))?;
-    p.emit(Event::DocumentStart(false), p.pos(first, first.content))?;
-    p.block_node(first)?;
+    let root = p.block_node(first)?;
     if p.peek()?.is_some() {
         return Err(GiveUp);
     }
-    let end = Pos::new(p.next_no, 1);
-    p.emit(Event::DocumentEnd, end)?;
-    match p.builder.event(Event::StreamEnd, end, p.sink) {
-        Ok(_) => Ok(()),
-        Err(()) => Err(GiveUp),
-    }
+    Ok(root)
 }
 
-struct Scanner<'s, 'b, 'k> {
+struct Scanner<'s> {
     src: &'s str,
     bytes: &'s [u8],
     /// Whether the whole text is ASCII (every column is then a byte offset).
@@ -138,11 +131,14 @@ struct Scanner<'s, 'b, 'k> {
     next_no: u32,
     /// The next line with content, read but not consumed.
     peeked: Option<Line>,
-    builder: &'b mut Builder,
-    sink: &'b mut Sink<'k>,
+    limits: Limits,
+    /// How many collections are open.
+    depth: usize,
+    /// Nodes made so far, counted as the builder counts them.
+    nodes: usize,
 }
 
-impl<'s> Scanner<'s, '_, '_> {
+impl<'s> Scanner<'s> {
     /// The next line with content, without consuming it.
     fn peek(&mut self) -> Fast<Option<Line>> {
         if self.peeked.is_some() {
@@ -196,15 +192,31 @@ impl<'s> Scanner<'s, '_, '_> {
         Pos::new(line.no, u32::try_from(chars + 1).unwrap_or(u32::MAX))
     }
 
-    fn emit(&mut self, event: Event<'s>, pos: Pos) -> Fast<()> {
-        match self.builder.event(event, pos, self.sink) {
-            Ok(true) => Ok(()),
-            Ok(false) | Err(()) => Err(GiveUp),
+    /// Counts `n` nodes against the limit.
+    fn count(&mut self, n: usize) -> Fast<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > self.limits.max_nodes {
+            return Err(GiveUp);
         }
+        Ok(())
     }
 
-    fn scalar(&mut self, text: Cow<'s, str>, style: ScalarStyle, pos: Pos) -> Fast<()> {
-        self.emit(Event::Scalar(text, style, 0, None), pos)
+    fn scalar(&mut self, text: String, style: Style, pos: Pos) -> Fast<Node> {
+        // A scalar costs one node per 64 bytes of text too, as in the builder.
+        self.count(1 + text.len() / 64)?;
+        Ok(Node {
+            pos,
+            kind: NodeKind::Scalar(Scalar::new(text, style)),
+        })
+    }
+
+    /// Enters a list or a mapping.
+    fn open(&mut self) -> Fast<()> {
+        if self.depth >= self.limits.max_depth {
+            return Err(GiveUp);
+        }
+        self.depth += 1;
+        self.count(1)
     }
 
     /// Whether `line` is a block sequence entry (`-` then a space or the end of the line).
@@ -232,7 +244,7 @@ impl<'s> Scanner<'s, '_, '_> {
     }
 
     /// A node that starts a line (after its indentation).
-    fn block_node(&mut self, line: Line) -> Fast<()> {
+    fn block_node(&mut self, line: Line) -> Fast<Node> {
         if self.is_entry(line) {
             self.block_sequence(line, false)
         } else {
@@ -241,15 +253,17 @@ impl<'s> Scanner<'s, '_, '_> {
     }
 
     /// A node at `at` that may be a block mapping (at the start of a line or after `- `).
-    fn node_at(&mut self, line: Line, at: usize) -> Fast<()> {
+    fn node_at(&mut self, line: Line, at: usize) -> Fast<Node> {
         match self.bytes[at] {
             b'[' => {
-                let end = self.flow_sequence(line, at)?;
-                self.end_of_line(line, end)
+                let (node, end) = self.flow_sequence(line, at)?;
+                self.end_of_line(line, end)?;
+                Ok(node)
             }
             b'"' | b'\'' => {
-                let end = self.quoted(line, at)?;
-                self.end_of_line(line, end)
+                let (node, end) = self.quoted(line, at)?;
+                self.end_of_line(line, end)?;
+                Ok(node)
             }
             _ => {
                 plain_start(self.bytes, at, line.end)?;
@@ -261,13 +275,10 @@ impl<'s> Scanner<'s, '_, '_> {
                     PlainEnd::Colon(_) => Err(GiveUp),
                     PlainEnd::Line => {
                         let pos = self.pos(line, at);
-                        self.scalar(
-                            Cow::Borrowed(&self.src[at..text_end]),
-                            ScalarStyle::Plain,
-                            pos,
-                        )?;
+                        let node =
+                            self.scalar(self.src[at..text_end].to_owned(), Style::Plain, pos)?;
                         self.consume();
-                        Ok(())
+                        Ok(node)
                     }
                 }
             }
@@ -275,7 +286,7 @@ impl<'s> Scanner<'s, '_, '_> {
     }
 
     /// A value after `key: ` on the same line: a scalar or a flow sequence.
-    fn inline_value(&mut self, line: Line, at: usize) -> Fast<()> {
+    fn inline_value(&mut self, line: Line, at: usize) -> Fast<Node> {
         match self.bytes[at] {
             b'[' | b'"' | b'\'' => self.node_at(line, at),
             _ => {
@@ -285,13 +296,9 @@ impl<'s> Scanner<'s, '_, '_> {
                     return Err(GiveUp);
                 }
                 let pos = self.pos(line, at);
-                self.scalar(
-                    Cow::Borrowed(&self.src[at..text_end]),
-                    ScalarStyle::Plain,
-                    pos,
-                )?;
+                let node = self.scalar(self.src[at..text_end].to_owned(), Style::Plain, pos)?;
                 self.consume();
-                Ok(())
+                Ok(node)
             }
         }
     }
@@ -319,33 +326,58 @@ impl<'s> Scanner<'s, '_, '_> {
     }
 
     /// A block mapping whose first key starts at `at` and ends at the `:` at `colon`.
-    fn block_mapping(&mut self, first: Line, at: usize, colon: usize) -> Fast<()> {
+    fn block_mapping(&mut self, first: Line, at: usize, colon: usize) -> Fast<Node> {
         let indent = at - first.start;
-        self.emit(Event::MappingStart(0, None), self.pos(first, at))?;
+        let start = self.pos(first, at);
+        self.open()?;
+        let mut entries: Vec<Entry> = Vec::new();
+        // The keys, borrowed from the text; hashed once the mapping is large.
+        let mut keys: Vec<&'s str> = Vec::new();
+        let mut seen: Option<HashSet<&'s str>> = None;
         let (mut line, mut at, mut colon) = (first, at, colon);
         loop {
-            if colon - at >= MAX_KEY_BYTES {
+            let key = &self.src[at..colon];
+            if key.len() >= MAX_KEY_BYTES || key == "<<" {
                 return Err(GiveUp);
             }
-            let pos = self.pos(line, at);
-            self.scalar(Cow::Borrowed(&self.src[at..colon]), ScalarStyle::Plain, pos)?;
-            let value = self.skip_spaces(line, colon + 1);
-            if value == line.end || self.bytes[value] == b'#' {
+            // A duplicate key is reported by the builder: saphyr-parser's path says it.
+            let duplicate = match &mut seen {
+                Some(seen) => !seen.insert(key),
+                None => keys.contains(&key),
+            };
+            if duplicate {
+                return Err(GiveUp);
+            }
+            keys.push(key);
+            if seen.is_none() && keys.len() > 16 {
+                seen = Some(keys.iter().copied().collect());
+            }
+            self.count(1 + key.len() / 64)?;
+            let key_pos = self.pos(line, at);
+            let value_at = self.skip_spaces(line, colon + 1);
+            let value = if value_at == line.end || self.bytes[value_at] == b'#' {
                 // The value is on the next lines, or there is none.
                 self.consume();
                 match self.peek()? {
                     Some(next) if next.indent() > indent => self.block_node(next)?,
                     Some(next) if next.indent() == indent && self.is_entry(next) => {
-                        self.block_sequence(next, true)?;
+                        self.block_sequence(next, true)?
                     }
                     _ => {
                         let pos = self.pos(line, colon);
-                        self.scalar(Cow::Borrowed(""), ScalarStyle::Plain, pos)?;
+                        self.scalar(String::new(), Style::Plain, pos)?
                     }
                 }
             } else {
-                self.inline_value(line, value)?;
-            }
+                self.inline_value(line, value_at)?
+            };
+            entries.push(Entry {
+                key: Key {
+                    text: key.to_owned(),
+                    pos: key_pos,
+                },
+                value,
+            });
             // The next key, at the same indentation.
             match self.peek()? {
                 Some(next) if next.indent() == indent => {
@@ -364,19 +396,24 @@ impl<'s> Scanner<'s, '_, '_> {
                 _ => break,
             }
         }
-        self.emit(Event::MappingEnd, Pos::NONE)
+        self.depth -= 1;
+        Ok(Node {
+            pos: start,
+            kind: NodeKind::Map(entries),
+        })
     }
 
     /// A block sequence whose first `-` starts `first`. An indentless sequence (the value of
     /// a key at the key's own indentation) starts where its first item does.
-    fn block_sequence(&mut self, first: Line, indentless: bool) -> Fast<()> {
+    fn block_sequence(&mut self, first: Line, indentless: bool) -> Fast<Node> {
         let indent = first.indent();
         let mut line = first;
         let mut at = self.entry_content(line)?;
-        let start = if indentless { at } else { line.content };
-        self.emit(Event::SequenceStart(0, None), self.pos(line, start))?;
+        let start = self.pos(line, if indentless { at } else { line.content });
+        self.open()?;
+        let mut items = Vec::new();
         loop {
-            self.node_at(line, at)?;
+            items.push(self.node_at(line, at)?);
             match self.peek()? {
                 Some(next) if next.indent() == indent && self.is_entry(next) => {
                     line = next;
@@ -386,7 +423,11 @@ impl<'s> Scanner<'s, '_, '_> {
                 _ => break,
             }
         }
-        self.emit(Event::SequenceEnd, Pos::NONE)
+        self.depth -= 1;
+        Ok(Node {
+            pos: start,
+            kind: NodeKind::Seq(items),
+        })
     }
 
     /// Where the item of the entry `line` starts (on the same line, not another `- `).
@@ -401,8 +442,8 @@ impl<'s> Scanner<'s, '_, '_> {
         Ok(at)
     }
 
-    /// A quoted scalar on one line starting at `at`; returns the offset after its closing quote.
-    fn quoted(&mut self, line: Line, at: usize) -> Fast<usize> {
+    /// A quoted scalar on one line starting at `at`, and the offset after its closing quote.
+    fn quoted(&mut self, line: Line, at: usize) -> Fast<(Node, usize)> {
         let bytes = self.bytes;
         let quote = bytes[at];
         let pos = self.pos(line, at);
@@ -417,12 +458,8 @@ impl<'s> Scanner<'s, '_, '_> {
             }
             let end = body + len;
             self.check_after_quoted(line, end + 1)?;
-            self.scalar(
-                Cow::Borrowed(&self.src[body..end]),
-                ScalarStyle::DoubleQuoted,
-                pos,
-            )?;
-            return Ok(end + 1);
+            let node = self.scalar(self.src[body..end].to_owned(), Style::Quoted, pos)?;
+            return Ok((node, end + 1));
         }
         // Single quotes: `''` stands for one quote.
         let mut i = body;
@@ -444,12 +481,12 @@ impl<'s> Scanner<'s, '_, '_> {
         self.check_after_quoted(line, end + 1)?;
         let raw = &self.src[body..end];
         let text = if doubled {
-            Cow::Owned(raw.replace("''", "'"))
+            raw.replace("''", "'")
         } else {
-            Cow::Borrowed(raw)
+            raw.to_owned()
         };
-        self.scalar(text, ScalarStyle::SingleQuoted, pos)?;
-        Ok(end + 1)
+        let node = self.scalar(text, Style::Quoted, pos)?;
+        Ok((node, end + 1))
     }
 
     /// After a closing quote in block context: a key (`"a": b`) is left to saphyr-parser.
@@ -461,14 +498,25 @@ impl<'s> Scanner<'s, '_, '_> {
         Ok(())
     }
 
-    /// A flow sequence of scalars on one line, `[` at `at`; returns the offset after `]`.
-    fn flow_sequence(&mut self, line: Line, at: usize) -> Fast<usize> {
+    /// A flow sequence of scalars on one line, `[` at `at`, and the offset after its `]`.
+    fn flow_sequence(&mut self, line: Line, at: usize) -> Fast<(Node, usize)> {
         let bytes = self.bytes;
-        self.emit(Event::SequenceStart(0, None), self.pos(line, at))?;
+        let start = self.pos(line, at);
+        self.open()?;
+        let mut items = Vec::new();
         let mut i = self.skip_spaces(line, at + 1);
+        let done = |items, i: usize| {
+            (
+                Node {
+                    pos: start,
+                    kind: NodeKind::Seq(items),
+                },
+                i + 1,
+            )
+        };
         if i < line.end && bytes[i] == b']' {
-            self.emit(Event::SequenceEnd, Pos::NONE)?;
-            return Ok(i + 1);
+            self.depth -= 1;
+            return Ok(done(items, i));
         }
         loop {
             if i == line.end {
@@ -477,13 +525,15 @@ impl<'s> Scanner<'s, '_, '_> {
             match bytes[i] {
                 b'"' | b'\'' => {
                     let pos = self.pos(line, i);
-                    i = self.flow_quoted(line, i, pos)?;
+                    let (node, end) = self.flow_quoted(line, i, pos)?;
+                    items.push(node);
+                    i = end;
                 }
                 b => {
                     if is_indicator(b) {
                         return Err(GiveUp);
                     }
-                    let start = i;
+                    let begin = i;
                     let mut text_end = i;
                     while i < line.end {
                         match bytes[i] {
@@ -494,12 +544,12 @@ impl<'s> Scanner<'s, '_, '_> {
                         }
                         i += 1;
                     }
-                    let pos = self.pos(line, start);
-                    self.scalar(
-                        Cow::Borrowed(&self.src[start..text_end]),
-                        ScalarStyle::Plain,
+                    let pos = self.pos(line, begin);
+                    items.push(self.scalar(
+                        self.src[begin..text_end].to_owned(),
+                        Style::Plain,
                         pos,
-                    )?;
+                    )?);
                 }
             }
             i = self.skip_spaces(line, i);
@@ -511,16 +561,16 @@ impl<'s> Scanner<'s, '_, '_> {
                     }
                 }
                 Some(b']') if i < line.end => {
-                    self.emit(Event::SequenceEnd, Pos::NONE)?;
-                    return Ok(i + 1);
+                    self.depth -= 1;
+                    return Ok(done(items, i));
                 }
                 _ => return Err(GiveUp),
             }
         }
     }
 
-    /// A quoted item of a flow sequence; returns the offset after its closing quote.
-    fn flow_quoted(&mut self, line: Line, at: usize, pos: Pos) -> Fast<usize> {
+    /// A quoted item of a flow sequence, and the offset after its closing quote.
+    fn flow_quoted(&mut self, line: Line, at: usize, pos: Pos) -> Fast<(Node, usize)> {
         let bytes = self.bytes;
         let quote = bytes[at];
         let body = at + 1;
@@ -533,13 +583,8 @@ impl<'s> Scanner<'s, '_, '_> {
         if bytes[end] == b'\\' || bytes.get(end + 1) == Some(&quote) {
             return Err(GiveUp);
         }
-        let style = if quote == b'"' {
-            ScalarStyle::DoubleQuoted
-        } else {
-            ScalarStyle::SingleQuoted
-        };
-        self.scalar(Cow::Borrowed(&self.src[body..end]), style, pos)?;
-        Ok(end + 1)
+        let node = self.scalar(self.src[body..end].to_owned(), Style::Quoted, pos)?;
+        Ok((node, end + 1))
     }
 }
 
