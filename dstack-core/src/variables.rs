@@ -169,7 +169,7 @@ impl Variables {
     #[must_use]
     pub fn visible(&self, workflow: &str, overrides: &ResolvedOverrides) -> IndexMap<String, Node> {
         self.visible_refs(workflow, overrides)
-            .into_iter()
+            .iter()
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect()
     }
@@ -180,8 +180,8 @@ impl Variables {
         &'a self,
         workflow: &str,
         overrides: &'a ResolvedOverrides,
-    ) -> IndexMap<&'a str, &'a Node> {
-        let mut vars: IndexMap<&'a str, &'a Node> = IndexMap::new();
+    ) -> Visible<'a> {
+        let mut vars = Visible::default();
         for name in [GLOBAL_SECTION, workflow] {
             if let Some(section) = self.sections.get(name) {
                 for (k, v) in &section.vars {
@@ -190,11 +190,77 @@ impl Variables {
             }
         }
         for (name, value, defined) in &overrides.values {
-            if !defined || vars.contains_key(name.as_str()) {
+            if !defined || vars.get_key_value(name).is_some() {
                 vars.insert(name.as_str(), value);
             }
         }
         vars
+    }
+}
+
+/// The variables one workflow sees, by name, in the order of [`Variables::visible`]. Usually a
+/// handful: a list searched in order, with a hash index only once it is long.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Visible<'a> {
+    list: Vec<(&'a str, &'a Node)>,
+    index: Option<std::collections::HashMap<&'a str, usize>>,
+}
+
+impl<'a> Visible<'a> {
+    /// Beyond this many variables, lookups go through a hash index.
+    const SCAN: usize = 16;
+
+    /// Sets `name`; a name already there keeps its place and takes the new value.
+    pub(crate) fn insert(&mut self, name: &'a str, value: &'a Node) {
+        let at = match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.list.iter().position(|(n, _)| *n == name),
+        };
+        if let Some(at) = at {
+            self.list[at].1 = value;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(name, self.list.len());
+        }
+        self.list.push((name, value));
+        if self.index.is_none() && self.list.len() > Self::SCAN {
+            self.index = Some(
+                self.list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (*n, i))
+                    .collect(),
+            );
+        }
+    }
+
+    /// The variable called `name`, with its name borrowed for as long as the variables.
+    pub(crate) fn get_key_value(&self, name: &str) -> Option<(&'a str, &'a Node)> {
+        let at = match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.list.iter().position(|(n, _)| *n == name),
+        }?;
+        Some(self.list[at])
+    }
+
+    /// The names, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.list.iter().map(|(n, _)| *n)
+    }
+
+    /// The names and values, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
+        self.list.iter().copied()
+    }
+}
+
+impl<'a, 'v> IntoIterator for &'v Visible<'a> {
+    type Item = (&'a str, &'a Node);
+    type IntoIter = std::iter::Copied<std::slice::Iter<'v, (&'a str, &'a Node)>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter().copied()
     }
 }
 
@@ -442,7 +508,7 @@ fn match_variable<'a>(given: &str, names: &[&'a str]) -> Match<'a> {
 /// can say "`two` comes from `--tgpu` on the command line".
 pub(crate) struct Substitution<'a> {
     /// The variables the workflow sees.
-    pub vars: &'a IndexMap<&'a str, &'a Node>,
+    pub vars: &'a Visible<'a>,
     /// The workflow's name, for messages.
     pub workflow: &'a str,
     /// The text of the file being substituted, to locate expressions inside quoted and block
@@ -737,11 +803,11 @@ impl<'a> Substitution<'a> {
         }
         let vars = self.vars;
         match vars.get_key_value(name) {
-            Some((&name, &v)) => Ok((name, v)),
+            Some((name, v)) => Ok((name, v)),
             None => {
                 let hint = if self.budget.suggestions > 0 {
                     self.budget.suggestions -= 1;
-                    did_you_mean(name, vars.keys().copied()).map(str::to_owned)
+                    did_you_mean(name, vars.keys()).map(str::to_owned)
                 } else {
                     None
                 };
@@ -868,7 +934,10 @@ mod tests {
 
     fn run(text: &str, style: Style, vars: &[(&str, &str)]) -> (Node, Vec<Diagnostic>) {
         let values: Vec<(&str, Node)> = vars.iter().map(|(k, v)| (*k, var(v))).collect();
-        let vars: IndexMap<&str, &Node> = values.iter().map(|(k, v)| (*k, v)).collect();
+        let mut vars = Visible::default();
+        for (k, v) in &values {
+            vars.insert(k, v);
+        }
         let node = Node {
             pos: Pos::new(3, 10),
             kind: NodeKind::Scalar(Scalar::new(text.into(), style)),
@@ -979,6 +1048,29 @@ mod tests {
         assert!(Overrides::from_args(&["--a", "--b", "1"]).is_err());
         let o = Overrides::from_args(&["--delta", "-1"]).expect("negative values are values");
         assert!(!o.is_empty());
+    }
+
+    #[test]
+    fn visible_variables_keep_their_place_when_set_again() {
+        let values: Vec<Node> = (0..40).map(|i| var(&i.to_string())).collect();
+        let names: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        for n in [3, 40] {
+            let mut vars = Visible::default();
+            for i in 0..n {
+                vars.insert(&names[i], &values[i]);
+            }
+            // Setting a name again keeps its place, with the new value.
+            vars.insert(&names[1], &values[39]);
+            let order: Vec<&str> = vars.keys().collect();
+            assert_eq!(
+                order,
+                names[..n].iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            let (name, value) = vars.get_key_value("v1").expect("set");
+            assert_eq!((name, value), ("v1", &values[39]));
+            assert!(vars.get_key_value("v99").is_none());
+            assert_eq!(vars.iter().count(), n);
+        }
     }
 
     #[test]

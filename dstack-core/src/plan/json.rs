@@ -11,6 +11,13 @@ use std::io::{self, Write};
 use super::{Download, JobSpec, Plan};
 use crate::resources::{GpuRequest, Resources};
 
+/// A member name as JSON followed by `: `, as bytes.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\": ").as_bytes()
+    };
+}
+
 /// Bytes gathered before they are handed to the writer.
 const CHUNK: usize = 64 * 1024;
 
@@ -23,9 +30,9 @@ pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
         out,
     };
     w.begin(b'{');
-    w.key("workflow");
+    w.key(key!("workflow"));
     w.string(&plan.workflow);
-    w.key("jobs");
+    w.key(key!("jobs"));
     w.begin(b'[');
     for job in &plan.jobs {
         w.item();
@@ -33,7 +40,7 @@ pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
         w.flush_if_full()?;
     }
     w.end(b']');
-    w.key("stages");
+    w.key(key!("stages"));
     w.begin(b'[');
     for stage in &plan.stages {
         w.item();
@@ -63,14 +70,18 @@ impl<W: Write> Json<'_, W> {
         Ok(())
     }
 
-    fn newline(&mut self) {
-        const SPACES: &[u8; 64] = &[b' '; 64];
-        self.buf.push(b'\n');
-        let mut width = 2 * self.indent;
-        while width > 0 {
-            let n = width.min(SPACES.len());
-            self.buf.extend_from_slice(&SPACES[..n]);
-            width -= n;
+    /// `,` (unless `comma` is false), a newline and the indentation, in one copy.
+    fn newline(&mut self, comma: bool) {
+        // `,\n` and 62 spaces: enough for 31 levels, far more than a plan has.
+        const LINE: &[u8; 64] =
+            b",\n                                                              ";
+        let from = usize::from(!comma);
+        let width = 2 * self.indent;
+        if width <= LINE.len() - 2 {
+            self.buf.extend_from_slice(&LINE[from..2 + width]);
+        } else {
+            self.buf.extend_from_slice(&LINE[from..2]);
+            self.buf.resize(self.buf.len() + width, b' ');
         }
     }
 
@@ -85,7 +96,7 @@ impl<W: Write> Json<'_, W> {
     fn end(&mut self, bracket: u8) {
         self.indent -= 1;
         if !self.first {
-            self.newline();
+            self.newline(false);
         }
         self.buf.push(bracket);
         self.first = false;
@@ -93,19 +104,16 @@ impl<W: Write> Json<'_, W> {
 
     /// Starts a member of the innermost list.
     fn item(&mut self) {
-        if !self.first {
-            self.buf.push(b',');
-        }
+        let comma = !self.first;
         self.first = false;
-        self.newline();
+        self.newline(comma);
     }
 
-    /// Starts the member `name` of the innermost object; `name` needs no escapes.
-    fn key(&mut self, name: &str) {
+    /// Starts a member of the innermost object; `quoted` is its name as JSON with the `: `
+    /// after it (`"id": `), made by [`key!`].
+    fn key(&mut self, quoted: &[u8]) {
         self.item();
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b"\": ");
+        self.buf.extend_from_slice(quoted);
     }
 
     /// Starts the member `name` of the innermost object.
@@ -165,9 +173,19 @@ impl<W: Write> Json<'_, W> {
         self.buf.extend_from_slice(b"null");
     }
 
-    fn number(&mut self, n: u64) {
-        // `write!` to a Vec cannot fail.
-        let _ = write!(self.buf, "{n}");
+    fn number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            // `n % 10` is below 10.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[at..]);
     }
 
     fn opt_number(&mut self, n: Option<u64>) {
@@ -197,79 +215,79 @@ impl<W: Write> Json<'_, W> {
 
     fn job(&mut self, job: &JobSpec) {
         self.begin(b'{');
-        self.key("id");
+        self.key(key!("id"));
         self.string(&job.id);
-        self.key("workflow");
+        self.key(key!("workflow"));
         self.string(&job.workflow);
-        self.key("provider");
+        self.key(key!("provider"));
         self.string(&job.provider);
-        self.key("image");
+        self.key(key!("image"));
         self.opt_string(job.image.as_deref());
-        self.key("commands");
+        self.key(key!("commands"));
         self.strings(&job.commands);
-        self.key("working_dir");
+        self.key(key!("working_dir"));
         self.string(&job.working_dir);
-        self.key("env");
+        self.key(key!("env"));
         self.map(&job.env);
-        self.key("artifacts");
+        self.key(key!("artifacts"));
         self.strings(&job.artifacts);
-        self.key("ports");
+        self.key(key!("ports"));
         self.begin(b'[');
         for &port in &job.ports {
             self.item();
             self.number(u64::from(port));
         }
         self.end(b']');
-        self.key("depends_on");
+        self.key(key!("depends_on"));
         self.strings(&job.depends_on);
-        self.key("resources");
+        self.key(key!("resources"));
         self.resources(&job.resources);
-        self.key("download");
+        self.key(key!("download"));
         match &job.download {
             Some(d) => self.download(d),
             None => self.null(),
         }
-        self.key("timeout_secs");
+        self.key(key!("timeout_secs"));
         self.opt_number(job.timeout_secs);
-        self.key("retries");
+        self.key(key!("retries"));
         self.number(u64::from(job.retries));
-        self.key("help");
+        self.key(key!("help"));
         self.opt_string(job.help.as_deref());
         self.end(b'}');
     }
 
     fn resources(&mut self, r: &Resources) {
         self.begin(b'{');
-        self.key("cpu");
+        self.key(key!("cpu"));
         self.opt_number(r.cpu.map(u64::from));
-        self.key("memory_bytes");
+        self.key(key!("memory_bytes"));
         self.opt_number(r.memory_bytes);
-        self.key("gpu");
+        self.key(key!("gpu"));
         match &r.gpu {
             Some(g) => self.gpu(g),
             None => self.null(),
         }
-        self.key("shm_size_bytes");
+        self.key(key!("shm_size_bytes"));
         self.opt_number(r.shm_size_bytes);
         self.end(b'}');
     }
 
     fn gpu(&mut self, g: &GpuRequest) {
         self.begin(b'{');
-        self.key("count");
+        self.key(key!("count"));
         self.number(u64::from(g.count));
-        self.key("name");
+        self.key(key!("name"));
         self.opt_string(g.name.as_deref());
-        self.key("memory_bytes");
+        self.key(key!("memory_bytes"));
         self.opt_number(g.memory_bytes);
         self.end(b'}');
     }
 
     fn download(&mut self, d: &Download) {
         self.begin(b'{');
-        self.key("url");
+        self.key(key!("url"));
         self.string(&d.url);
-        self.key("output");
+        self.key(key!("output"));
         self.string(&d.output);
         self.end(b'}');
     }
