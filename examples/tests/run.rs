@@ -2275,3 +2275,25 @@ print(json.dumps({{"jobs": jobs}}))
         .stderr_has("no stages today");
     assert_eq!(p.ps_all().len(), 1, "no run recorded for the failed plan");
 }
+
+#[test]
+fn a_corrupt_repository_is_a_clear_error_and_records_nothing() {
+    let p = Project::new(
+        r"
+workflows:
+  - name: hello
+    provider: docker
+    image: ubuntu
+    commands:
+      - echo hello > @PROBE/ran
+",
+    );
+    // A HEAD that names no branch or commit.
+    std::fs::write(p.root.join(".git/HEAD"), "not a reference\n").expect("write");
+    let out = p.run("hello", &[]);
+    out.code(1)
+        .stderr_has("cannot read HEAD of the repository")
+        .stderr_has("corrupted");
+    assert_eq!(p.count("ran"), 0, "nothing may run");
+    assert_eq!(p.ps_all().len(), 0, "no run may be recorded");
+}

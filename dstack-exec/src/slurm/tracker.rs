@@ -1,6 +1,6 @@
-//! Following many Slurm jobs at once: per poll, one `squeue` call per job array for every
-//! followed job (of every run the executor drives; a run has one array per resource shape),
-//! and one `scancel` call for every cancellation asked for since the last turn.
+//! Following many Slurm jobs at once: one `squeue` call per poll for every followed job (of
+//! every run the executor drives), one `scancel` call for every cancellation asked for since
+//! the last turn.
 //!
 //! Each followed job gets a `watch` channel of what Slurm last said of it; a tick channel
 //! wakes the jobs that stream output; a trouble channel says when the controller does not
@@ -202,38 +202,30 @@ impl Tracker {
     }
 }
 
-/// What Slurm says of `ids` (executor ids: `ARRAY_TASK` or plain job ids): one `squeue` call
-/// per job array (a run has one per resource shape), all at once. Jobs Slurm does not know are
-/// absent.
-///
-/// Not one call for every array: given several job ids, `squeue` loads every job the
-/// controller holds and filters them itself (40 ms of CPU and 100 ms with 22,000 jobs held),
-/// while for one id the controller answers with that job's records alone.
+/// What Slurm says of `ids` (executor ids: `ARRAY_TASK` or plain job ids), in one `squeue`
+/// call over their arrays. Jobs Slurm does not know are absent.
 ///
 /// # Errors
 /// When `squeue` fails (other than for knowing none of the jobs).
 pub async fn squeue(tools: &Tools, ids: &[String]) -> Snapshot {
     let arrays: BTreeSet<&str> = ids.iter().filter_map(|id| array_of(id)).collect();
-    let calls = arrays.into_iter().map(|array| async move {
-        let args = [
-            "--noheader".to_owned(),
-            "--array".to_owned(),
-            "--states=all".to_owned(),
-            format!("--jobs={array}"),
-            format!("--Format={SQUEUE_FORMAT}"),
-        ];
-        match tools.run("squeue", &args, None).await {
-            Ok(out) => Ok(parse_squeue(&out.stdout)),
-            // A job the controller no longer knows.
-            Err(e) if e.message.contains("Invalid job id specified") => Ok(HashMap::new()),
-            Err(e) => Err(e),
-        }
-    });
-    let mut all = HashMap::new();
-    for part in futures_util::future::join_all(calls).await {
-        all.extend(part?);
+    if arrays.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(all)
+    let list = arrays.into_iter().collect::<Vec<_>>().join(",");
+    let args = [
+        "--noheader".to_owned(),
+        "--array".to_owned(),
+        "--states=all".to_owned(),
+        format!("--jobs={list}"),
+        format!("--Format={SQUEUE_FORMAT}"),
+    ];
+    match tools.run("squeue", &args, None).await {
+        Ok(out) => Ok(parse_squeue(&out.stdout)),
+        // Asked only for jobs it no longer knows.
+        Err(e) if e.message.contains("Invalid job id specified") => Ok(HashMap::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Cancels `ids` (`--signal=KILL --full` when `kill`). Jobs that already ended are not an
