@@ -865,8 +865,9 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
         }
     };
     let mut out: Vec<Dependency> = Vec::with_capacity(items.len());
-    // Workflow name -> index in `out`, so long lists stay linear.
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    // Workflow name -> index in `out`, so long lists stay linear; short ones are scanned.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let hashed = items.len() > 16;
     for item in items {
         let Some(s) = item.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
             sink.error(item.pos, Code::Type, format!("items of `depends-on` in workflow `{workflow}` must be workflow names, found {}", item.type_name()));
@@ -899,7 +900,11 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             tag: tag.map(str::to_owned),
             pos: item.pos,
         };
-        let earlier = seen.get(&dep.workflow).map(|&i| &out[i]);
+        let earlier = if hashed {
+            seen.get(&dep.workflow).map(|&i| &out[i])
+        } else {
+            out.iter().find(|d| d.workflow == dep.workflow)
+        };
         if earlier.is_some_and(|d| d.tag == dep.tag) {
             sink.warning(
                 item.pos,
@@ -923,7 +928,9 @@ fn parse_depends_on(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Vec<Dep
             .help("keep either the workflow (run it now) or one tagged run");
             continue;
         }
-        seen.insert(dep.workflow.clone(), out.len());
+        if hashed {
+            seen.insert(dep.workflow.clone(), out.len());
+        }
         out.push(dep);
     }
     out

@@ -783,6 +783,10 @@ pub fn normalise_relative(text: &str) -> Result<String, &'static str> {
     if t.contains('\0') {
         return Err("contains a NUL character");
     }
+    // Already normal (the usual case, `data/out`): no backslash and no `.`, `..` or empty part.
+    if !t.contains('\\') && t.split('/').all(|p| !matches!(p, "" | "." | "..")) {
+        return Ok(t.to_owned());
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in t.split(['/', '\\']) {
         match part {
@@ -814,6 +818,11 @@ mod tests {
     #[test]
     fn relative_paths() {
         assert_eq!(normalise_relative("./data/"), Ok("data".into()));
+        assert_eq!(normalise_relative(" data/x.y "), Ok("data/x.y".into()));
+        assert_eq!(normalise_relative("data//x"), Ok("data/x".into()));
+        assert_eq!(normalise_relative("data\\x"), Ok("data/x".into()));
+        assert_eq!(normalise_relative("a/."), Ok("a".into()));
+        assert_eq!(normalise_relative("a/..."), Ok("a/...".into()));
         assert_eq!(normalise_relative("a/../b"), Ok("b".into()));
         assert_eq!(normalise_relative("."), Ok(String::new()));
         assert_eq!(
