@@ -468,15 +468,14 @@ enum Msg {
 
 /// Runs `workflow` and blocks until it ends.
 pub(crate) fn run_blocking(py: Python<'_>, engine: Engine, req: Request) -> PyResult<Run> {
-    let submission = py
-        .detach(|| {
-            catching_providers(|| {
-                engine
-                    .clone()
-                    .with_git(req.git)
-                    .submit(&req.workflow, &req.overrides, req.kind)
-            })
-        })?;
+    let submission = py.detach(|| {
+        catching_providers(|| {
+            engine
+                .clone()
+                .with_git(req.git)
+                .submit(&req.workflow, &req.overrides, req.kind)
+        })
+    })?;
     report_submission(py, &submission, req.echo)?;
     let extra = Extra {
         warnings: submission.warnings,
