@@ -5,8 +5,10 @@
 //!   workflow (substitute, materialise through the providers, order in stages), from the
 //!   source strings;
 //! - `serde_yaml_ng_value`: parsing the same two files into untyped `serde_yaml_ng::Value`s;
-//! - `saphyr_events`: iterating the raw events of saphyr-parser (the parser `dstack-core` uses)
-//!   over the same two files, i.e. the floor under any YAML loader built on it;
+//! - `saphyr_events`: iterating the raw events of saphyr-parser (the parser `dstack-core` falls
+//!   back to) over the same two files, i.e. the floor under any YAML loader built on it;
+//! - `located_tree`: `dstack_core::yaml::parse_str` of the same two files, the located tree
+//!   that loading starts from (through the fast front end when the text is in its subset);
 //! - the phases of `end_to_end`: `load` (`from_sources` alone), `plan` (of an already loaded
 //!   project) and `to_json` (what `dstack plan --format json` adds).
 //!
@@ -105,6 +107,14 @@ fn plan(c: &mut Criterion) {
                     }
                 }
                 events
+            });
+        });
+        group.bench_function("located_tree", |b| {
+            b.iter(|| {
+                texts(black_box(&case.sources)).map(|t| {
+                    dstack_core::yaml::parse_str(t, std::path::Path::new("bench.yaml"))
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
             });
         });
         group.bench_function("load", |b| b.iter(|| load(black_box(&case.sources))));

@@ -3,11 +3,17 @@
 //! Reads `DIR/.dstack/workflows.yaml` and `DIR/.dstack/variables.yaml` and parses them into
 //! untyped `serde_yaml_ng::Value`s, nothing more: no types, no positions, no variables, no
 //! plan. `dstack plan` does all of that on the same files; the ratio of the two is the price
-//! of the typed, located model. Prints the number of workflows.
+//! of the typed, located model. Prints the number of workflows. It uses the same allocator as
+//! `dstack` (mimalloc).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The allocator of the `dstack` binary, so that the comparison is of the parsing, not of the
+/// allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
