@@ -368,4 +368,11 @@ fn the_generated_benchmark_shape_takes_the_fast_path() {
     assert_eq!(compare_front_ends(text), Ok(true));
     let variables = "variables:\n  global:\n    seed: 42\n    message: hello from dstack\n  step-00002:\n    lr: 0.001\n    batch-size: 64\n";
     assert_eq!(compare_front_ends(variables), Ok(true));
+    // The same key at different levels is no duplicate; a duplicate goes to saphyr-parser.
+    let nested = "a:\n  a: 1\n  b:\n    a: 2\n    b: [a, b]\n  c:\n  - a: 3\n    b: 4\nb: 5\n";
+    assert_eq!(compare_front_ends(nested), Ok(true));
+    assert_eq!(compare_front_ends("a: 1\nb:\n  c: 2\na: 3\n"), Ok(false));
+    let many: String = (0..40).map(|i| format!("k{i}: {i}\n")).collect();
+    assert_eq!(compare_front_ends(&many), Ok(true));
+    assert_eq!(compare_front_ends(&format!("{many}k7: again\n")), Ok(false));
 }

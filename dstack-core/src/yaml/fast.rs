@@ -105,6 +105,9 @@ pub(super) fn parse(source: &str, limits: Limits) -> Fast<Node> {
         limits,
         depth: 0,
         nodes: 0,
+        entries: Vec::new(),
+        keys: Vec::new(),
+        items: Vec::new(),
     };
     let Some(first) = p.peek()? else {
         // An empty stream: saphyr-parser says what it is.
@@ -136,6 +139,13 @@ struct Scanner<'s> {
     depth: usize,
     /// Nodes made so far, counted as the builder counts them.
     nodes: usize,
+    /// The entries of the mappings being read, innermost last: each mapping moves its own
+    /// into a vector of the right size when it ends, so vectors never grow by copies.
+    entries: Vec<Entry>,
+    /// Their keys, borrowed from the text, for the duplicate check.
+    keys: Vec<&'s str>,
+    /// The items of the sequences being read, likewise.
+    items: Vec<Node>,
 }
 
 impl<'s> Scanner<'s> {
@@ -330,9 +340,9 @@ impl<'s> Scanner<'s> {
         let indent = at - first.start;
         let start = self.pos(first, at);
         self.open()?;
-        let mut entries: Vec<Entry> = Vec::new();
-        // The keys, borrowed from the text; hashed once the mapping is large.
-        let mut keys: Vec<&'s str> = Vec::new();
+        let mark = self.entries.len();
+        let key_mark = self.keys.len();
+        // The keys are hashed once the mapping is large.
         let mut seen: Option<HashSet<&'s str>> = None;
         let (mut line, mut at, mut colon) = (first, at, colon);
         loop {
@@ -343,14 +353,14 @@ impl<'s> Scanner<'s> {
             // A duplicate key is reported by the builder: saphyr-parser's path says it.
             let duplicate = match &mut seen {
                 Some(seen) => !seen.insert(key),
-                None => keys.contains(&key),
+                None => self.keys[key_mark..].contains(&key),
             };
             if duplicate {
                 return Err(GiveUp);
             }
-            keys.push(key);
-            if seen.is_none() && keys.len() > 16 {
-                seen = Some(keys.iter().copied().collect());
+            self.keys.push(key);
+            if seen.is_none() && self.keys.len() - key_mark > 16 {
+                seen = Some(self.keys[key_mark..].iter().copied().collect());
             }
             self.count(1 + key.len() / 64)?;
             let key_pos = self.pos(line, at);
@@ -371,7 +381,7 @@ impl<'s> Scanner<'s> {
             } else {
                 self.inline_value(line, value_at)?
             };
-            entries.push(Entry {
+            self.entries.push(Entry {
                 key: Key {
                     text: key.to_owned(),
                     pos: key_pos,
@@ -397,6 +407,8 @@ impl<'s> Scanner<'s> {
             }
         }
         self.depth -= 1;
+        self.keys.truncate(key_mark);
+        let entries: Vec<Entry> = self.entries.drain(mark..).collect();
         Ok(Node {
             pos: start,
             kind: NodeKind::Map(entries),
@@ -411,9 +423,10 @@ impl<'s> Scanner<'s> {
         let mut at = self.entry_content(line)?;
         let start = self.pos(line, if indentless { at } else { line.content });
         self.open()?;
-        let mut items = Vec::new();
+        let mark = self.items.len();
         loop {
-            items.push(self.node_at(line, at)?);
+            let item = self.node_at(line, at)?;
+            self.items.push(item);
             match self.peek()? {
                 Some(next) if next.indent() == indent && self.is_entry(next) => {
                     line = next;
@@ -424,6 +437,7 @@ impl<'s> Scanner<'s> {
             }
         }
         self.depth -= 1;
+        let items: Vec<Node> = self.items.drain(mark..).collect();
         Ok(Node {
             pos: start,
             kind: NodeKind::Seq(items),
