@@ -500,8 +500,26 @@ impl<'a> Params<'a> {
     /// `environment`: a mapping of names to scalar values, or a list of `NAME=VALUE` strings.
     pub fn environment(&mut self) -> IndexMap<String, String> {
         let mut env = IndexMap::new();
+        self.environment_with(&mut |k, v| {
+            env.insert(k, v);
+        });
+        env
+    }
+
+    /// [`Params::environment`], sorted by name (as a job holds it).
+    pub(crate) fn environment_sorted(&mut self) -> std::collections::BTreeMap<String, String> {
+        let mut env = std::collections::BTreeMap::new();
+        self.environment_with(&mut |k, v| {
+            env.insert(k, v);
+        });
+        env
+    }
+
+    /// Reads `environment`, handing each variable to `put` in order (a later one with the same
+    /// name wins).
+    fn environment_with(&mut self, put: &mut dyn FnMut(String, String)) {
         let Some(node) = self.raw("environment") else {
-            return env;
+            return;
         };
         match &node.kind {
             NodeKind::Map(entries) => {
@@ -517,7 +535,7 @@ impl<'a> Params<'a> {
                             } else {
                                 s.text.clone()
                             };
-                            env.insert(e.key.text.clone(), value);
+                            put(e.key.text.clone(), value);
                         }
                         _ => {
                             let message = format!(
@@ -539,7 +557,7 @@ impl<'a> Params<'a> {
                     };
                     match s.text.split_once('=') {
                         Some((k, v)) if valid_env_name(k) => {
-                            env.insert(k.to_owned(), v.to_owned());
+                            put(k.to_owned(), v.to_owned());
                         }
                         Some((k, _)) => self.bad_env_name(item.pos, k),
                         None => {
@@ -557,7 +575,6 @@ impl<'a> Params<'a> {
                 self.type_error("environment", node, "a mapping of names to values")
             }
         }
-        env
     }
 
     fn bad_env_name(&mut self, pos: Pos, name: &str) {

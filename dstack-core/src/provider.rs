@@ -4,7 +4,6 @@
 //! An embedding program registers its own with [`ProviderRegistry::register`]; they get the same
 //! [`Params`] reader, so their parameters are validated and located the same way.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -112,7 +111,7 @@ impl JobSpec {
         self.working_dir = params
             .relative_path("working_dir", true)
             .unwrap_or_else(|| ".".to_owned());
-        self.env = params.environment().into_iter().collect::<BTreeMap<_, _>>();
+        self.env = params.environment_sorted();
         self.artifacts = params.artifacts();
         self.resources = params.resources();
         self

@@ -393,6 +393,9 @@ impl Overrides {
     /// Returns every override that matches no variable (unless unknown ones are allowed) or
     /// several.
     pub fn resolve(&self, variables: &Variables) -> Result<ResolvedOverrides, Vec<Diagnostic>> {
+        if self.entries.is_empty() {
+            return Ok(ResolvedOverrides::default());
+        }
         let names: Vec<&str> = variables.names().collect();
         let mut out = ResolvedOverrides::default();
         let mut errors = Vec::new();
