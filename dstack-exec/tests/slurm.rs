@@ -1076,3 +1076,61 @@ async fn resume_submits_again_what_failed_unwatched() {
     assert_ne!(after["end"], before["end"], "submitted again");
     assert_eq!(logs(&engine, &name, "end"), "end\n");
 }
+
+/// A hundred jobs of four resource shapes (four job arrays), followed in bulk: every one is
+/// seen to its end, in dependency order, whichever array a poll read first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_jobs_of_several_shapes_are_followed_to_their_end() {
+    let mut workflows = String::from("workflows:\n");
+    for i in 0..100 {
+        workflows.push_str(&format!(
+            "  - name: job-{i:03}\n    provider: docker\n    image: ubuntu\n    commands: [\"echo {i} > PROBE/{i}\"]\n"
+        ));
+        match i % 4 {
+            1 => workflows.push_str("    resources: {cpu: 1}\n"),
+            2 => workflows.push_str("    resources: {memory: 64MiB}\n"),
+            3 => workflows.push_str("    timeout: 10m\n"),
+            _ => {}
+        }
+        if i > 0 {
+            workflows.push_str(&format!("    depends-on: [job-{:03}]\n", (i * 7 + 3) % i));
+        }
+    }
+    let all: Vec<String> = (0..100).map(|i| format!("job-{i:03}")).collect();
+    workflows.push_str(&format!(
+        "  - name: all\n    provider: docker\n    image: ubuntu\n    commands: [\"true\"]\n    depends-on: [{}]\n",
+        all.join(", ")
+    ));
+    let p = project("hundred", &workflows, &[]);
+    let engine = engine(&p, config());
+    let (result, run, events) = run(&engine, "all", &Overrides::new(), &options()).await;
+    let summary = result.unwrap();
+    assert_eq!(summary.run.status, RunStatus::Done, "{summary:#?}");
+    assert_eq!(summary.jobs.len(), 101);
+    let arrays: std::collections::BTreeSet<String> = executor_ids(&engine, &run)
+        .values()
+        .map(|id| id.split('_').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(arrays.len(), 4, "{arrays:?}");
+    assert_eq!(std::fs::read_dir(&p.probe).unwrap().count(), 100);
+    // Each job started after its dependency ended.
+    let mut order = Vec::new();
+    for e in events.lock().unwrap().iter() {
+        if let Event::JobStatus { job, status, .. } = e {
+            order.push((job.clone(), *status));
+        }
+    }
+    let at = |job: &str, status: JobStatus| {
+        order
+            .iter()
+            .position(|(j, s)| j == job && *s == status)
+            .unwrap_or_else(|| panic!("{job} {status}"))
+    };
+    for i in 1..100 {
+        let dep = format!("job-{:03}", (i * 7 + 3) % i);
+        assert!(
+            at(&dep, JobStatus::Done) < at(&format!("job-{i:03}"), JobStatus::Done),
+            "job-{i:03} after {dep}"
+        );
+    }
+}

@@ -128,6 +128,13 @@ pub(super) async fn attach(
     output.read(spec, &*reporter);
     output.finish(&*reporter);
     let outcome = state::outcome(&executor_id, spec, &last, status.as_ref(), cancelled);
+    if !matches!(&last, Seen::Listed(o) if o.phase() == Phase::Ended)
+        && outcome != JobOutcome::Succeeded
+    {
+        // Given up on without Slurm saying it ended (unknown to it, or no longer followed):
+        // make sure nothing of it runs.
+        inner.tracker.cancel(&executor_id);
+    }
     match outcome {
         JobOutcome::Succeeded if layout.separate() => {
             let shared = layout.shared(&job.artifacts_dir);

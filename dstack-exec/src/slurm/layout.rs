@@ -8,10 +8,11 @@
 //! ```text
 //! runs/<run>/slurm/source/          the project's files, once per run: each job's tree is a copy
 //! runs/<run>/slurm/scripts/<h>.sh   batch scripts, one per resource shape
-//! runs/<run>/slurm/tasks/<n>-<k>    array task N's job folder on line N+1
+//! runs/<run>/slurm/tasks/<n>-<k>.sh the manifest of one job array: each task's job, quoted
 //! runs/<run>/slurm/output/          Slurm's own output of each task (the batch script's errors)
-//! runs/<run>/slurm/jobs/<job>/      vars, job.sh, launch, inputs, artifacts, stdout, stderr,
-//!                                   retries, status, offsets (how much output dstack has read)
+//! runs/<run>/slurm/jobs/<job>/      made by the batch script when the job starts: job.sh,
+//!                                   launch, inputs, artifacts, stdout, stderr, retries, status;
+//!                                   offsets (how much output dstack has read)
 //! ```
 
 use std::path::{Path, PathBuf};

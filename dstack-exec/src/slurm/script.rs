@@ -1,11 +1,12 @@
 //! What a job becomes on the cluster: a batch script and a folder of files.
 //!
 //! The batch script is the same text for every job of one shape (its `#SBATCH` resource lines
-//! come from typed values only); nothing the user wrote is ever part of it. Each array task
-//! finds its job's folder through the task file given as the script's argument, and reads
-//! there:
+//! come from typed values only); nothing the user wrote is ever part of it. Its argument is
+//! the array's *manifest*: one `case` over the array's task ids whose branches are shell
+//! assignments, every value quoted by [`quote`] (one file per array, not a folder per job: on
+//! a busy file system a thousand folders cost seconds). The task's branch gives its folder,
+//! paths and limits, and the contents of the files the script writes in that folder:
 //!
-//! - `vars`: the paths and limits, as shell assignments quoted by [`quote`];
 //! - `job.sh`: the job's script (its environment as quoted `export`s, `cd` to its working
 //!   directory, `set -e`, its commands), which is what the user wrote, run as it is;
 //! - `launch`: how `job.sh` runs: `sh ./job.sh`, or a container command whose arguments are
@@ -35,19 +36,24 @@ pub const GRACE_SECS: u64 = 5;
 
 /// The body of every batch script (after the `#SBATCH` lines).
 pub const BODY: &str = r#"# dstack-rs: the batch script of a job of a run, written by the `slurm` executor. Nothing
-# of the job is written in this text: array task N finds its job's folder on line N+1 of the
-# file named by $1 (relative to the run's Slurm folder, the working directory), and reads
-# `vars`, `job.sh`, `launch`, `inputs` and `artifacts` there.
+# of the job is written in this text: $1 (relative to the run's Slurm folder, the working
+# directory) assigns, for array task $task, the job's folder, paths, limits and files, every
+# value quoted.
 task=${SLURM_ARRAY_TASK_ID:-0}
 me=${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_$task
 attempt=1
-dir=$(sed -n "$((task + 1))p" "$1")
-if [ -z "$dir" ] || ! cd "$dir"; then
-    echo "dstack: no job folder for array task $task in $PWD/$1" >&2
+DIR=
+if ! . "./$1" || [ -z "$DIR" ]; then
+    echo "dstack: no job for array task $task in $PWD/$1" >&2
     exit 97
 fi
-if ! . ./vars; then
-    echo "dstack: cannot read $PWD/vars" >&2
+if ! mkdir -p "$DIR" || ! cd "$DIR"; then
+    echo "dstack: cannot use the job's folder $PWD/$DIR" >&2
+    exit 97
+fi
+if ! { printf '%s' "$JOB_SCRIPT" >job.sh && printf '%s' "$LAUNCH" >launch &&
+    printf '%s' "$INPUTS" >inputs && printf '%s' "$ARTIFACTS" >artifacts; }; then
+    echo "dstack: cannot write the job's files in $PWD" >&2
     exit 97
 fi
 
@@ -291,33 +297,73 @@ pub struct JobPaths<'a> {
     pub source: &'a Path,
 }
 
-/// The `vars` file of a job.
+/// The files the batch script writes in a job's folder.
+#[derive(Debug)]
+pub struct JobFiles {
+    /// `job.sh`.
+    pub job_script: Vec<u8>,
+    /// `launch`.
+    pub launch: Vec<u8>,
+    /// `inputs`.
+    pub inputs: Vec<u8>,
+    /// `artifacts`.
+    pub artifacts: Vec<u8>,
+}
+
+/// One branch of an array's manifest: task `task`'s folder (relative to the run's Slurm
+/// folder), paths, limits and files, as quoted shell assignments.
 #[must_use]
-pub fn vars(
+pub fn manifest_entry(
+    task: usize,
+    dir: &Path,
     paths: &JobPaths<'_>,
     job: &JobSpec,
     retry_delay_ms: u64,
     keep_failed_trees: bool,
+    files: &JobFiles,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, path) in [
-        ("TREE", paths.tree),
-        ("WD", paths.working_dir),
-        ("ART", paths.artifacts),
-        ("SOURCE", paths.source),
-    ] {
+    let mut out = format!("{task})\n").into_bytes();
+    let mut assign = |name: &str, value: &[u8]| {
         out.extend_from_slice(name.as_bytes());
         out.push(b'=');
-        out.extend(quote(path.as_os_str().as_bytes()));
+        out.extend(quote(value));
         out.push(b'\n');
-    }
-    let timeout = job.timeout_secs.map(|s| s.to_string()).unwrap_or_default();
-    let _ = write!(
-        Text(&mut out),
-        "ATTEMPTS={}\nTIMEOUT={timeout}\nGRACE={GRACE_SECS}\nRETRY_DELAY_MS={retry_delay_ms}\nKEEP_FAILED={}\n",
-        u64::from(job.retries) + 1,
-        u8::from(keep_failed_trees)
+    };
+    assign("DIR", dir.as_os_str().as_bytes());
+    assign("TREE", paths.tree.as_os_str().as_bytes());
+    assign("WD", paths.working_dir.as_os_str().as_bytes());
+    assign("ART", paths.artifacts.as_os_str().as_bytes());
+    assign("SOURCE", paths.source.as_os_str().as_bytes());
+    assign(
+        "ATTEMPTS",
+        (u64::from(job.retries) + 1).to_string().as_bytes(),
     );
+    assign(
+        "TIMEOUT",
+        job.timeout_secs
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    assign("GRACE", GRACE_SECS.to_string().as_bytes());
+    assign("RETRY_DELAY_MS", retry_delay_ms.to_string().as_bytes());
+    assign("KEEP_FAILED", if keep_failed_trees { b"1" } else { b"0" });
+    assign("JOB_SCRIPT", &files.job_script);
+    assign("LAUNCH", &files.launch);
+    assign("INPUTS", &files.inputs);
+    assign("ARTIFACTS", &files.artifacts);
+    out.extend_from_slice(b";;\n");
+    out
+}
+
+/// An array's manifest from its branches.
+#[must_use]
+pub fn manifest(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"# Written by dstack-rs: the jobs of one Slurm job array, by array task id.\ncase $task in\n".to_vec();
+    for entry in entries {
+        out.extend_from_slice(entry);
+    }
+    out.extend_from_slice(b"esac\n");
     out
 }
 

@@ -293,7 +293,6 @@ fn write_files(
     let retry_delay_ms = u64::try_from(dag.retry_delay.as_millis()).unwrap_or(u64::MAX);
     let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, job) in dag.jobs.iter().enumerate() {
-        write_job(layout, &source, job, dag, container, retry_delay_ms)?;
         let text =
             script::batch_script(&script::resource_options(&job.request.job, retry_delay_ms));
         shapes.entry(text).or_default().push(i);
@@ -311,18 +310,24 @@ fn write_files(
             std::fs::write(&script, &text).map_err(|e| io_error(&script, &e))?;
         }
         for chunk in members.chunks(max_array.max(1)) {
-            let tasks = format!("tasks/{nonce}-{}", groups.len());
-            let mut lines = Vec::new();
-            for &i in chunk {
-                lines.extend_from_slice(
-                    Layout::job_dir_relative(&dag.jobs[i].request.tree)
-                        .as_os_str()
-                        .as_encoded_bytes(),
-                );
-                lines.push(b'\n');
-            }
+            let tasks = format!("tasks/{nonce}-{}.sh", groups.len());
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(task, &i)| {
+                    job_entry(
+                        layout,
+                        &source,
+                        task,
+                        &dag.jobs[i],
+                        dag,
+                        container,
+                        retry_delay_ms,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let path = slurm.join(&tasks);
-            std::fs::write(&path, lines).map_err(|e| io_error(&path, &e))?;
+            std::fs::write(&path, script::manifest(&entries)).map_err(|e| io_error(&path, &e))?;
             groups.push(Group {
                 script: script.clone(),
                 tasks,
@@ -333,22 +338,23 @@ fn write_files(
     Ok(groups)
 }
 
-/// Writes one job's folder (a fresh one: whatever an earlier submission left is removed).
-fn write_job(
+/// One job's branch of its array's manifest. What an earlier submission of the job left in
+/// its folder (output, status, offsets) is removed first.
+fn job_entry(
     layout: &Layout,
     source: &Path,
+    task: usize,
     job: &DagJob,
     dag: &DagRequest,
     container: &Container,
     retry_delay_ms: u64,
-) -> Result<(), ExecutorError> {
+) -> Result<Vec<u8>, ExecutorError> {
     let request = &job.request;
     let spec = &request.job;
     let dir = layout.job_dir(&request.tree);
     if std::fs::symlink_metadata(&dir).is_ok() {
         std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
     }
-    std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
     let tree = layout.shared(&request.tree);
     let working_dir = if spec.working_dir == "." {
         tree.clone()
@@ -396,22 +402,19 @@ fn write_job(
         Some((_, workdir)) => std::ffi::OsString::from(workdir),
         None => working_dir.clone().into_os_string(),
     };
-    let files: [(&str, Vec<u8>); 5] = [
-        (
-            "vars",
-            script::vars(&paths, spec, retry_delay_ms, dag.keep_failed_trees),
-        ),
-        ("job.sh", script::job_script(spec, &request.run, &cd_to)),
-        (
-            "launch",
-            script::launch(command.as_ref().map(|(c, _)| c.as_slice())),
-        ),
-        ("inputs", script::inputs_file(&inputs)),
-        ("artifacts", script::artifacts_file(&spec.artifacts)),
-    ];
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|e| io_error(&path, &e))?;
-    }
-    Ok(())
+    let files = script::JobFiles {
+        job_script: script::job_script(spec, &request.run, &cd_to),
+        launch: script::launch(command.as_ref().map(|(c, _)| c.as_slice())),
+        inputs: script::inputs_file(&inputs),
+        artifacts: script::artifacts_file(&spec.artifacts),
+    };
+    Ok(script::manifest_entry(
+        task,
+        &Layout::job_dir_relative(&request.tree),
+        &paths,
+        spec,
+        retry_delay_ms,
+        dag.keep_failed_trees,
+        &files,
+    ))
 }

@@ -1,6 +1,6 @@
-//! Following many Slurm jobs at once: one `squeue` call per poll for every followed job (of
-//! every run the executor drives), one `scancel` call for every cancellation asked for since
-//! the last turn.
+//! Following many Slurm jobs at once: per poll, one `squeue` call per job array for every
+//! followed job (of every run the executor drives; a run has one array per resource shape),
+//! and one `scancel` call for every cancellation asked for since the last turn.
 //!
 //! Each followed job gets a `watch` channel of what Slurm last said of it; a tick channel
 //! wakes the jobs that stream output; a trouble channel says when the controller does not
@@ -43,6 +43,9 @@ struct Inner {
 struct Followed {
     seen: watch::Sender<Seen>,
     followers: usize,
+    /// Successive polls that read its array without listing it: `Gone` takes two, so a
+    /// listing taken while the controller was still recording a change never ends a job.
+    missing: u8,
 }
 
 /// One poll's worth of job states: by id, or why `squeue` failed.
@@ -73,6 +76,7 @@ impl Tracker {
         let followed = inner.jobs.entry(id.to_owned()).or_insert_with(|| Followed {
             seen: watch::Sender::new(Seen::Unknown),
             followers: 0,
+            missing: 0,
         });
         followed.followers += 1;
         let receiver = followed.seen.subscribe();
@@ -162,9 +166,28 @@ impl Tracker {
             if !ids.is_empty() {
                 match squeue(&self.tools, &ids).await {
                     Ok(jobs) => {
-                        let inner = self.lock();
-                        for (id, followed) in &inner.jobs {
-                            let now = jobs.get(id).cloned().map_or(Seen::Gone, Seen::Listed);
+                        // Only the jobs whose array this poll read: jobs followed since it
+                        // began wait for the next one.
+                        let read: BTreeSet<&str> =
+                            ids.iter().filter_map(|id| array_of(id)).collect();
+                        let mut inner = self.lock();
+                        for (id, followed) in &mut inner.jobs {
+                            if !array_of(id).is_some_and(|a| read.contains(a)) {
+                                continue;
+                            }
+                            let now = match jobs.get(id) {
+                                Some(observed) => {
+                                    followed.missing = 0;
+                                    Seen::Listed(observed.clone())
+                                }
+                                None => {
+                                    followed.missing = followed.missing.saturating_add(1);
+                                    if followed.missing < 2 {
+                                        continue;
+                                    }
+                                    Seen::Gone
+                                }
+                            };
                             followed.seen.send_if_modified(|seen| {
                                 if *seen == now {
                                     false
@@ -202,30 +225,38 @@ impl Tracker {
     }
 }
 
-/// What Slurm says of `ids` (executor ids: `ARRAY_TASK` or plain job ids), in one `squeue`
-/// call over their arrays. Jobs Slurm does not know are absent.
+/// What Slurm says of `ids` (executor ids: `ARRAY_TASK` or plain job ids): one `squeue` call
+/// per job array (a run has one per resource shape), all at once. Jobs Slurm does not know are
+/// absent.
+///
+/// Not one call for every array: given several job ids, `squeue` loads every job the
+/// controller holds and filters them itself (40 ms of CPU and 100 ms with 22,000 jobs held),
+/// while for one id the controller answers with that job's records alone.
 ///
 /// # Errors
 /// When `squeue` fails (other than for knowing none of the jobs).
 pub async fn squeue(tools: &Tools, ids: &[String]) -> Snapshot {
     let arrays: BTreeSet<&str> = ids.iter().filter_map(|id| array_of(id)).collect();
-    if arrays.is_empty() {
-        return Ok(HashMap::new());
+    let calls = arrays.into_iter().map(|array| async move {
+        let args = [
+            "--noheader".to_owned(),
+            "--array".to_owned(),
+            "--states=all".to_owned(),
+            format!("--jobs={array}"),
+            format!("--Format={SQUEUE_FORMAT}"),
+        ];
+        match tools.run("squeue", &args, None).await {
+            Ok(out) => Ok(parse_squeue(&out.stdout)),
+            // A job the controller no longer knows.
+            Err(e) if e.message.contains("Invalid job id specified") => Ok(HashMap::new()),
+            Err(e) => Err(e),
+        }
+    });
+    let mut all = HashMap::new();
+    for part in futures_util::future::join_all(calls).await {
+        all.extend(part?);
     }
-    let list = arrays.into_iter().collect::<Vec<_>>().join(",");
-    let args = [
-        "--noheader".to_owned(),
-        "--array".to_owned(),
-        "--states=all".to_owned(),
-        format!("--jobs={list}"),
-        format!("--Format={SQUEUE_FORMAT}"),
-    ];
-    match tools.run("squeue", &args, None).await {
-        Ok(out) => Ok(parse_squeue(&out.stdout)),
-        // Asked only for jobs it no longer knows.
-        Err(e) if e.message.contains("Invalid job id specified") => Ok(HashMap::new()),
-        Err(e) => Err(e),
-    }
+    Ok(all)
 }
 
 /// Cancels `ids` (`--signal=KILL --full` when `kill`). Jobs that already ended are not an
