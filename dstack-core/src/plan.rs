@@ -281,6 +281,7 @@ impl Project {
                     .params
                     .iter()
                     .zip(&substituted)
+                    .filter(|(e, _)| !matches!(e.key.text.as_str(), "timeout" | "retries"))
                     .map(|(e, new)| (e.key.text.clone(), new.as_ref().unwrap_or(&e.value)))
                     .filter(|(_, v)| !v.is_invalid())
                     .map(|(k, v)| (k, v.to_json()))

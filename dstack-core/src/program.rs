@@ -10,7 +10,8 @@
 //! - `DSTACK_WORKFLOW_FILE`: the path of a JSON file holding [`ProgramInput`]:
 //!   `{"workflow": NAME, "provider": NAME, "params": {...}, "variables": {...}}`: the
 //!   workflow's parameters (every key but `name`, `provider`, `depends-on`, `help`, `timeout`,
-//!   `retries`) after `${{ }}` substitution, and the workflow's variables;
+//!   `retries`, which dstack handles) after `${{ }}` substitution, and the workflow's
+//!   variables;
 //! - `DSTACK_WORKFLOW` and `DSTACK_PROVIDER`: the workflow's and the provider's names;
 //! - `DSTACK_PROVIDER_IMAGE`: the provider's `image`.
 //!
@@ -326,6 +327,14 @@ pub fn parse_output(stdout: &[u8]) -> Result<Vec<JobSpec>, Vec<String>> {
     }
 }
 
+/// The first 12 characters of a commit id (all of it when shorter).
+fn short(commit: &str) -> &str {
+    commit
+        .char_indices()
+        .nth(12)
+        .map_or(commit, |(i, _)| &commit[..i])
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -370,6 +379,128 @@ fn resources(r: OutputResources, problem: &mut dyn FnMut(String)) -> Resources {
         memory_bytes: r.memory.and_then(|m| size("memory", m, problem)),
         gpu,
         shm_size_bytes: r.shm_size.and_then(|m| size("shm_size", m, problem)),
+    }
+}
+
+/// Makes the jobs of workflow `wf` by running its provider program through `runner`;
+/// problems are reported on `reader` at the workflow's `provider`.
+pub(crate) fn jobs_of_program(
+    project: &crate::Project,
+    wf: &crate::Workflow,
+    input: ProgramInput,
+    runner: &dyn ProgramRunner,
+    reader: &mut crate::Params<'_>,
+) -> Vec<JobSpec> {
+    use crate::ProviderRef;
+    use crate::diag::{Code, did_you_mean};
+    let name = wf.provider.name();
+    let program = match &wf.provider {
+        ProviderRef::Named(n) => project
+            .custom
+            .iter()
+            .find(|c| &c.name == n)
+            .map(|c| Program {
+                provider: c.clone(),
+                dir: project.root.clone(),
+                origin: "`.dstack/providers.yaml`".to_owned(),
+            }),
+        ProviderRef::Repo { repo, git_ref, .. } => match runner.fetch(repo, git_ref.as_deref()) {
+            Ok(fetched) => {
+                let found = fetched.providers.iter().find(|c| c.name == name).cloned();
+                if found.is_none() {
+                    let names: Vec<&str> =
+                        fetched.providers.iter().map(|c| c.name.as_str()).collect();
+                    let d = reader.error(
+                        wf.provider_pos,
+                        Code::Provider,
+                        format!(
+                            "repository `{repo}` (commit {}) has no provider `{name}`",
+                            short(&fetched.commit)
+                        ),
+                    );
+                    match did_you_mean(name, names.iter().copied()) {
+                        Some(s) => {
+                            d.suggest(Some(s));
+                        }
+                        None if names.is_empty() => {
+                            d.help("its `.dstack/providers.yaml` defines no provider");
+                        }
+                        None => {
+                            d.help(format!("it defines `{}`", names.join("`, `")));
+                        }
+                    }
+                }
+                found.map(|provider| Program {
+                    provider,
+                    dir: fetched.dir,
+                    origin: format!("repository `{repo}` at {}", short(&fetched.commit)),
+                })
+            }
+            Err(e) => {
+                let d = reader.error(
+                    wf.provider_pos,
+                    Code::Provider,
+                    format!(
+                        "cannot get provider `{name}` of workflow `{}` from repository `{repo}`: {}",
+                        wf.name, e.message
+                    ),
+                );
+                if let Some(h) = e.help {
+                    d.help(h);
+                }
+                if project.registry.get(name).is_some() {
+                    d.help(format!(
+                        "the built-in provider `{name}` needs no repository: write `provider: {name}`"
+                    ));
+                }
+                None
+            }
+        },
+    };
+    let Some(program) = program else {
+        return Vec::new();
+    };
+    let stdout = match runner.run(&program, &input) {
+        Ok(out) => out,
+        Err(e) => {
+            let d = reader.error(
+                wf.provider_pos,
+                Code::Provider,
+                format!(
+                    "provider `{name}` (from {}) failed for workflow `{}`: {}",
+                    program.origin, wf.name, e.message
+                ),
+            );
+            if let Some(h) = e.help {
+                d.help(h);
+            }
+            return Vec::new();
+        }
+    };
+    match parse_output(&stdout) {
+        Ok(jobs) => jobs
+            .into_iter()
+            .map(|mut j| {
+                if j.image.is_none() {
+                    j.image = Some(program.provider.image.clone());
+                }
+                j
+            })
+            .collect(),
+        Err(problems) => {
+            let d = reader.error(
+                wf.provider_pos,
+                Code::Provider,
+                format!(
+                    "provider `{name}` (from {}) made invalid jobs for workflow `{}`: {}",
+                    program.origin,
+                    wf.name,
+                    problems.join("; ")
+                ),
+            );
+            d.help("a provider program prints `{\"jobs\": [{\"id\": ..., \"commands\": [...], ...}]}` on standard output: see the README's custom providers section");
+            Vec::new()
+        }
     }
 }
 
@@ -451,130 +582,5 @@ mod tests {
         }
         let e = parse_output(br#"{"jobs": []}"#).expect_err("none");
         assert!(e[0].contains("no jobs"), "{e:?}");
-    }
-}
-
-/// Makes the jobs of workflow `wf` by running its provider program through `runner`;
-/// problems are reported on `reader` at the workflow's `provider`.
-pub(crate) fn jobs_of_program(
-    project: &crate::Project,
-    wf: &crate::Workflow,
-    input: ProgramInput,
-    runner: &dyn ProgramRunner,
-    reader: &mut crate::Params<'_>,
-) -> Vec<JobSpec> {
-    use crate::ProviderRef;
-    use crate::diag::{Code, did_you_mean};
-    let name = wf.provider.name();
-    let program = match &wf.provider {
-        ProviderRef::Named(n) => project
-            .custom
-            .iter()
-            .find(|c| &c.name == n)
-            .map(|c| Program {
-                provider: c.clone(),
-                dir: project.root.clone(),
-                origin: "`.dstack/providers.yaml`".to_owned(),
-            }),
-        ProviderRef::Repo { repo, git_ref, .. } => match runner.fetch(repo, git_ref.as_deref()) {
-            Ok(fetched) => {
-                let found = fetched.providers.iter().find(|c| c.name == name).cloned();
-                if found.is_none() {
-                    let names: Vec<&str> =
-                        fetched.providers.iter().map(|c| c.name.as_str()).collect();
-                    let d = reader.error(
-                        wf.provider_pos,
-                        Code::Provider,
-                        format!(
-                            "repository `{repo}` (commit {}) has no provider `{name}`",
-                            &fetched.commit[..fetched.commit.len().min(12)]
-                        ),
-                    );
-                    match did_you_mean(name, names.iter().copied()) {
-                        Some(s) => {
-                            d.suggest(Some(s));
-                        }
-                        None if names.is_empty() => {
-                            d.help("its `.dstack/providers.yaml` defines no provider");
-                        }
-                        None => {
-                            d.help(format!("it defines `{}`", names.join("`, `")));
-                        }
-                    }
-                }
-                found.map(|provider| Program {
-                    provider,
-                    dir: fetched.dir,
-                    origin: format!(
-                        "repository `{repo}` at {}",
-                        &fetched.commit[..fetched.commit.len().min(12)]
-                    ),
-                })
-            }
-            Err(e) => {
-                let d = reader.error(
-                    wf.provider_pos,
-                    Code::Provider,
-                    format!(
-                        "cannot get provider `{name}` of workflow `{}` from repository `{repo}`: {}",
-                        wf.name, e.message
-                    ),
-                );
-                if let Some(h) = e.help {
-                    d.help(h);
-                }
-                if project.registry.get(name).is_some() {
-                    d.help(format!(
-                        "the built-in provider `{name}` needs no repository: write `provider: {name}`"
-                    ));
-                }
-                None
-            }
-        },
-    };
-    let Some(program) = program else {
-        return Vec::new();
-    };
-    let stdout = match runner.run(&program, &input) {
-        Ok(out) => out,
-        Err(e) => {
-            let d = reader.error(
-                wf.provider_pos,
-                Code::Provider,
-                format!(
-                    "provider `{name}` (from {}) failed for workflow `{}`: {}",
-                    program.origin, wf.name, e.message
-                ),
-            );
-            if let Some(h) = e.help {
-                d.help(h);
-            }
-            return Vec::new();
-        }
-    };
-    match parse_output(&stdout) {
-        Ok(jobs) => jobs
-            .into_iter()
-            .map(|mut j| {
-                if j.image.is_none() {
-                    j.image = Some(program.provider.image.clone());
-                }
-                j
-            })
-            .collect(),
-        Err(problems) => {
-            let d = reader.error(
-                wf.provider_pos,
-                Code::Provider,
-                format!(
-                    "provider `{name}` (from {}) made invalid jobs for workflow `{}`: {}",
-                    program.origin,
-                    wf.name,
-                    problems.join("; ")
-                ),
-            );
-            d.help("a provider program prints `{\"jobs\": [{\"id\": ..., \"commands\": [...], ...}]}` on standard output: see the README's custom providers section");
-            Vec::new()
-        }
     }
 }

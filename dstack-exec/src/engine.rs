@@ -224,17 +224,49 @@ impl Engine {
         } else {
             None
         };
-        let run = scheduler.submit_with_git(
+        // The snapshot is saved before the run exists (a run is never without its files),
+        // then moved into the run's folder.
+        let pending = match &snapshot {
+            Some(snapshot) => {
+                static PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let dir = self.store.dir().join("runs").join(format!(
+                    ".pending-git-{}-{}",
+                    std::process::id(),
+                    PENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                if let Err(e) = snapshot.save(&dir) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e.into());
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let run = match scheduler.submit_with_git(
             &plan,
             overrides.to_json(),
             snapshot.as_ref().map(git_summary),
-        )?;
-        if let Some(snapshot) = &snapshot {
-            // The run is only usable with its snapshot: without one, it is not kept.
-            let dir = self.store.run_dir(&run.name).join(GIT_DIR);
-            if let Err(e) = snapshot.save(&dir) {
-                let _ = self.store.delete_run(&run);
+        ) {
+            Ok(run) => run,
+            Err(e) => {
+                if let Some(dir) = &pending {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 return Err(e.into());
+            }
+        };
+        if let Some(dir) = pending {
+            let run_dir = self.store.run_dir(&run.name);
+            let moved = std::fs::create_dir_all(&run_dir)
+                .and_then(|()| std::fs::rename(&dir, run_dir.join(GIT_DIR)));
+            if let Err(source) = moved {
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = self.store.discard_new_run(&run);
+                return Err(EngineError::Io {
+                    path: run_dir,
+                    source,
+                });
             }
         }
         Ok(Submission {
@@ -244,40 +276,37 @@ impl Engine {
         })
     }
 
-    /// Writes the tree a run captured into `runs/<RUN>/source` (once: a resumed run reuses
-    /// it) and returns that folder; `None` for a run without a captured Git state.
+    /// Writes the tree a run captured into a folder of its own for this drive
+    /// (`runs/<RUN>/source-<PID>-<N>`: concurrent drives never share one, and a drive never
+    /// meets a half-removed one) and returns it; `None` for a run made without Git.
+    ///
+    /// # Errors
+    /// A run that recorded a Git state whose snapshot is gone (never run the live folder in its
+    /// place), or a snapshot that cannot be written.
     fn source(&self, run: &RunRecord) -> Result<Option<PathBuf>, EngineError> {
         let run_dir = self.store.run_dir(&run.name);
         let saved = run_dir.join(GIT_DIR);
         if !saved.join("snapshot.json").is_file() {
+            if run.git.is_some() {
+                return Err(GitError::Corrupt {
+                    path: saved,
+                    reason: "the run recorded a Git state but its snapshot is missing".to_owned(),
+                }
+                .into());
+            }
             return Ok(None);
         }
-        let dest = run_dir.join(SOURCE_DIR);
-        if dest.is_dir() {
-            return Ok(Some(dest));
-        }
         let snapshot = Snapshot::load(&saved)?;
-        // Written aside, then renamed: a crash never leaves a half-written source to reuse.
-        let partial = run_dir.join(format!("{SOURCE_DIR}.partial-{}", std::process::id()));
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|source| EngineError::Io {
-                path: partial.clone(),
-                source,
-            })?;
-        }
-        if let Err(e) = git::materialise(&self.root, &snapshot, &partial) {
-            let _ = std::fs::remove_dir_all(&partial);
+        static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dest = run_dir.join(format!(
+            "{SOURCE_DIR}-{}-{}",
+            std::process::id(),
+            DRIVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dest); // a crashed process with the same pid
+        if let Err(e) = git::materialise(&self.root, &snapshot, &dest) {
+            let _ = std::fs::remove_dir_all(&dest);
             return Err(e.into());
-        }
-        if let Err(e) = std::fs::rename(&partial, &dest) {
-            let _ = std::fs::remove_dir_all(&partial);
-            // Another process (a concurrent `resume`) wrote it first.
-            if !dest.is_dir() {
-                return Err(EngineError::Io {
-                    path: dest,
-                    source: e,
-                });
-            }
         }
         Ok(Some(dest))
     }
@@ -308,6 +337,15 @@ impl Engine {
             let Some(then) = tagged_plan.jobs.iter().find(|j| j.workflow == workflow) else {
                 continue;
             };
+            // A custom provider's program would run again (and maybe fetch) only for this
+            // comparison: its workflows are not compared.
+            let built_in = project.workflows().iter().any(|w| {
+                w.name == workflow
+                    && matches!(&w.provider, dstack_core::ProviderRef::Named(n) if self.providers.get(n).is_some())
+            });
+            if !built_in {
+                continue;
+            }
             let Ok(now_plan) = project.plan(workflow, overrides) else {
                 continue;
             };
@@ -373,7 +411,26 @@ impl Engine {
                 .map_err(|e| EngineError::Io {
                     path: self.store.run_dir(&run.name),
                     source: std::io::Error::other(e),
-                })??
+                })
+                .and_then(|r| r)
+        };
+        let source = match source {
+            Ok(source) => source,
+            Err(e) => {
+                // A new run that cannot get its tree ends here, saying why (a resumed one
+                // keeps the status it had).
+                if let Ok(now) = self.store.run(&run.name)
+                    && now.status == RunStatus::Submitted
+                    && now.driver_pid.is_none()
+                {
+                    let _ = self.store.set_run_status(
+                        &now,
+                        RunStatus::Failed,
+                        Some(&format!("the run's files could not be written: {e}")),
+                    );
+                }
+                return Err(e);
+            }
         };
         let mut scheduler = Scheduler::new(
             self.store.clone(),
@@ -394,10 +451,8 @@ impl Engine {
         let result = scheduler.drive(run, options, cancel).await;
         hurrier.abort();
         // The captured tree was copied into every job's tree; the snapshot stays with the run,
-        // so a resume writes it again. Kept when this process did not drive the run (another
-        // one may be using it).
-        if let (Some(dir), Ok(_)) = (&source, &result) {
-            let dir = dir.clone();
+        // so a resume writes it again. The folder is this drive's alone.
+        if let Some(dir) = source {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         }
         Ok(result?)

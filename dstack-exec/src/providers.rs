@@ -37,7 +37,20 @@ pub const MAX_OUTPUT: usize = 16 << 20;
 /// How much of a failed program's standard error is shown.
 const STDERR_TAIL: usize = 4096;
 
-static INPUTS: AtomicU64 = AtomicU64::new(0);
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other thread or process of this machine uses at the same time.
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        SCRATCH.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// How long the output of a finished program is waited for (a process that left its group
+/// may hold the pipes open).
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs provider programs as local processes; fetches provider repositories into a cache.
 #[derive(Debug)]
@@ -53,9 +66,11 @@ impl ProcessRunner {
     /// repository paths against the project's `root`.
     #[must_use]
     pub fn new(cache: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        // Absolute, because programs run in other folders than ours (`-C .` is the default).
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
         ProcessRunner {
-            cache: cache.into(),
-            root: root.into(),
+            cache: absolute(cache.into()),
+            root: absolute(root.into()),
             timeout: DEFAULT_TIMEOUT,
             fetched: Mutex::new(HashMap::new()),
         }
@@ -115,25 +130,51 @@ impl Drop for Remove {
     }
 }
 
+/// Removes a folder when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl ProgramRunner for ProcessRunner {
     fn run(&self, program: &Program, input: &ProgramInput) -> Result<Vec<u8>, ProgramError> {
+        self.ensure_cache()?;
         let inputs = self.cache.join("inputs");
         std::fs::create_dir_all(&inputs)
             .map_err(|e| ProgramError::new(format!("cannot create `{}`: {e}", inputs.display())))?;
-        let file = inputs.join(format!(
-            "{}-{}.json",
-            std::process::id(),
-            INPUTS.fetch_add(1, Ordering::Relaxed)
-        ));
+        let file = inputs.join(format!("{}.json", unique()));
         let json = serde_json::to_vec_pretty(input)
             .map_err(|e| ProgramError::new(format!("cannot write its input: {e}")))?;
         std::fs::write(&file, json)
             .map_err(|e| ProgramError::new(format!("cannot write `{}`: {e}", file.display())))?;
         let _remove = Remove(file.clone());
+        // A program from the repository cache runs in a throwaway copy of its checkout, so
+        // what it writes never changes the cache or meets another plan's files.
+        let scratch = if program.dir.starts_with(&self.cache) {
+            let work = self.cache.join("work").join(unique());
+            let copied = dstack_core::run::tree::ProjectFiles::scan_all(&program.dir)
+                .and_then(|files| files.materialise(&work));
+            if let Err(e) = copied {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(ProgramError::new(format!(
+                    "cannot copy `{}` to run its program: {e}",
+                    program.dir.display()
+                )));
+            }
+            Some(RemoveDir(work))
+        } else {
+            None
+        };
+        let dir = scratch
+            .as_ref()
+            .map_or(program.dir.as_path(), |w| w.0.as_path());
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script(&program.provider.commands))
-            .current_dir(&program.dir)
+            .current_dir(dir)
             .env("DSTACK_WORKFLOW_FILE", &file)
             .env("DSTACK_WORKFLOW", &input.workflow)
             .env("DSTACK_PROVIDER", &input.provider)
@@ -152,7 +193,9 @@ impl ProgramRunner for ProcessRunner {
         let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
-        let out = std::thread::spawn(move || {
+        let (out_tx, out_rx) = std::sync::mpsc::channel();
+        let (err_tx, err_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let mut buf = Vec::new();
             let mut overflow = false;
             if let Some(s) = stdout.as_mut() {
@@ -161,9 +204,9 @@ impl ProgramRunner for ProcessRunner {
                 // Keep draining so the program never blocks on a full pipe.
                 let _ = std::io::copy(s, &mut std::io::sink());
             }
-            (buf, overflow)
+            let _ = out_tx.send((buf, overflow));
         });
-        let err = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let mut tail = Vec::new();
             if let Some(s) = stderr.as_mut() {
                 let mut chunk = [0u8; 8192];
@@ -177,7 +220,7 @@ impl ProgramRunner for ProcessRunner {
                     }
                 }
             }
-            tail
+            let _ = err_tx.send(tail);
         });
         let started = Instant::now();
         let status = loop {
@@ -200,8 +243,9 @@ impl ProgramRunner for ProcessRunner {
         };
         // What it left running in the background would hold the pipes open.
         let _ = killpg(group, Signal::SIGKILL);
-        let (stdout, overflow) = out.join().unwrap_or_default();
-        let tail = err.join().unwrap_or_default();
+        // Bounded: a process that left the group (`setsid`) may hold the pipes open for ever.
+        let (stdout, overflow) = out_rx.recv_timeout(DRAIN).unwrap_or((Vec::new(), true));
+        let tail = err_rx.recv_timeout(DRAIN).unwrap_or_default();
         let with_stderr = |e: ProgramError| {
             let text = String::from_utf8_lossy(&tail);
             let text = text.trim_end();
@@ -281,11 +325,32 @@ fn git_problem(what: String, e: &git2::Error) -> ProgramError {
 }
 
 impl ProcessRunner {
+    /// Creates the cache folder with a `.gitignore` of its own: the cache lives in the state
+    /// folder, which may be inside the project, and `plan` alone must not make it show up in
+    /// `git status`.
+    fn ensure_cache(&self) -> Result<(), ProgramError> {
+        let ignore = self.cache.join(".gitignore");
+        if ignore.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.cache)
+            .and_then(|()| {
+                std::fs::write(
+                    &ignore,
+                    "# Written by dstack: the provider programs' cache.\n*\n",
+                )
+            })
+            .map_err(|e| {
+                ProgramError::new(format!("cannot create `{}`: {e}", self.cache.display()))
+            })
+    }
+
     fn fetch_uncached(
         &self,
         url: &str,
         reference: Option<&str>,
     ) -> Result<RepoProviders, ProgramError> {
+        self.ensure_cache()?;
         let url = if url.contains("://") || url.starts_with('/') || looks_like_scp(url) {
             url.to_owned()
         } else {
@@ -302,7 +367,7 @@ impl ProcessRunner {
             Err(_) => {
                 // The first fetch goes into a fresh repository aside, kept only if it works:
                 // an unreachable URL leaves nothing behind.
-                let partial = repos.join(format!(".{key}.partial-{}", std::process::id()));
+                let partial = repos.join(format!(".{key}.partial-{}", unique()));
                 let _ = std::fs::remove_dir_all(&partial);
                 let fresh = Repository::init_bare(&partial).map_err(|e| {
                     git_problem(
@@ -342,7 +407,7 @@ impl ProcessRunner {
             let partial = self
                 .cache
                 .join("trees")
-                .join(format!(".{key}-{commit}.partial-{}", std::process::id()));
+                .join(format!(".{key}-{commit}.partial-{}", unique()));
             let _ = std::fs::remove_dir_all(&partial);
             if let Err(e) = crate::git::write_commit(&repository, commit, &partial) {
                 let _ = std::fs::remove_dir_all(&partial);

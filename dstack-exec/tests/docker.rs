@@ -1540,7 +1540,7 @@ async fn registry(docker: &Docker, dir: &Path, name: &str, tag: &str) -> u16 {
         .arg("-xf")
         .arg(dir.join("saved.tar"))
         .arg("-C")
-        .arg(&dir)
+        .arg(dir)
         .status()
         .unwrap();
     assert!(untar.success());

@@ -111,9 +111,34 @@ fn a_project_provider_program_makes_the_jobs() {
     // No input file is left behind.
     let inputs = root.join(".dstack/state/providers/inputs");
     assert_eq!(std::fs::read_dir(inputs).expect("inputs").count(), 0);
-    // `validate` does not run programs.
+    // `validate` does not run programs: one that would fail (and leave a mark) is not run.
+    write(
+        &root.join(".dstack/providers.yaml"),
+        &format!(
+            "providers:\n  - name: staged\n    image: x\n    commands: [\"touch {}\", \"exit 1\"]\n",
+            dir.path().join("ran").display()
+        ),
+    );
     let diags = load(&root).validate(&Overrides::new()).expect("valid");
     assert!(!diags.has_errors());
+    assert!(!dir.path().join("ran").exists(), "validate ran the program");
+}
+
+#[test]
+fn a_cycle_among_a_programs_jobs_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = "providers:
+  - name: loop
+    image: x
+    commands: [\"echo '{\\\"jobs\\\": [{\\\"id\\\": \\\"a\\\", \\\"commands\\\": [\\\"x\\\"], \\\"depends_on\\\": [\\\"b\\\"]}, {\\\"id\\\": \\\"b\\\", \\\"commands\\\": [\\\"x\\\"], \\\"depends_on\\\": [\\\"a\\\"]}]}'\"]
+";
+    let root = project(
+        dir.path(),
+        "workflows:\n  - {name: w, provider: loop}\n",
+        Some(providers),
+    );
+    let e = plan_error(&root, "w");
+    assert!(e.contains("cycle"), "{e}");
 }
 
 #[test]

@@ -363,7 +363,7 @@ pub fn ps(
                 .git
                 .as_ref()
                 .and_then(|g| g["describe"].as_str())
-                .unwrap_or("not recorded (run with `--no-git`)");
+                .unwrap_or("not recorded");
             let _ = writeln!(out, "git       {git}");
             if r.orphaned {
                 let _ = writeln!(
@@ -486,7 +486,7 @@ fn commit(r: &RunRecord) -> String {
         ""
     };
     match git["commit"].as_str() {
-        Some(c) => format!("{}{dirty}", &c[..c.len().min(8)]),
+        Some(c) => format!("{}{dirty}", c.get(..8).unwrap_or(c)),
         None => "(no commit)".to_owned(),
     }
 }

@@ -1973,6 +1973,15 @@ fn tree_of(root: &Path, skip: &[&str]) -> Vec<(Vec<u8>, String)> {
     out
 }
 
+/// The folders of run `name` where a drive wrote the captured tree (`source-*`).
+fn sources_of(p: &Project, name: &str) -> Vec<String> {
+    std::fs::read_dir(p.state_dir().join("runs").join(name))
+        .expect("run folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("source"))
+        .collect()
+}
+
 #[test]
 fn a_job_runs_exactly_the_users_tree_and_a_resume_runs_the_same_tree_after_edits() {
     use std::os::unix::ffi::OsStrExt as _;
@@ -2059,13 +2068,7 @@ workflows:
         "the index was written"
     );
     // The captured tree is not left behind once the run is driven.
-    assert!(
-        !p.state_dir()
-            .join("runs")
-            .join(&name)
-            .join("source")
-            .exists()
-    );
+    assert_eq!(sources_of(&p, &name), Vec::<String>::new());
 }
 
 #[test]
@@ -2110,7 +2113,7 @@ workflows:
     let name = runs[0]["name"].as_str().expect("name");
     p.dstack(&["ps", name])
         .ok()
-        .stdout_has("git       not recorded (run with `--no-git`)");
+        .stdout_has("git       not recorded\n");
 }
 
 #[test]
@@ -2214,12 +2217,9 @@ workflows:
     ));
     let run = p.ps(&name);
     assert_eq!(status(&run), "failed", "{run}");
-    assert!(
-        !p.state_dir()
-            .join("runs")
-            .join(&name)
-            .join("source")
-            .exists(),
+    assert_eq!(
+        sources_of(&p, &name),
+        Vec::<String>::new(),
         "no half-written tree"
     );
 }
@@ -2296,4 +2296,88 @@ workflows:
         .stderr_has("corrupted");
     assert_eq!(p.count("ran"), 0, "nothing may run");
     assert_eq!(p.ps_all().len(), 0, "no run may be recorded");
+}
+
+#[test]
+fn a_provider_repository_at_a_relative_path_plans_from_the_project_folder_without_dash_c() {
+    let p = Project::new(
+        r"
+workflows:
+  - name: w
+    provider:
+      repo: ../providers-repo@v1
+      name: hello
+",
+    );
+    // The provider repository, next to the project: its program reads its input file.
+    let repo = p.tmp.path().join("providers-repo");
+    std::fs::create_dir_all(repo.join(".dstack")).expect("mkdir");
+    std::fs::write(
+        repo.join(".dstack/providers.yaml"),
+        "providers:\n  - name: hello\n    image: python:3.11\n    commands: [\"python3 make.py\"]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("make.py"),
+        "import json, os\nw = json.load(open(os.environ['DSTACK_WORKFLOW_FILE']))\nprint(json.dumps({'jobs': [{'commands': ['echo ' + w['workflow']]}]}))\n",
+    )
+    .expect("write");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "v1",
+        ],
+        &["tag", "v1"],
+    ] {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .expect("git");
+        assert!(ok.success());
+    }
+    // No `-C`: the default `.` is relative, as a user types it.
+    let out = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(["plan", "w", "--format", "json"])
+        .current_dir(&p.root)
+        .env_remove("DSTACK_STATE_DIR")
+        .output()
+        .expect("dstack starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(plan["jobs"][0]["commands"][0], "echo w");
+    // The provider cache lives in the state folder and never shows up in `git status`.
+    assert!(p.root.join(".dstack/state/providers/repos").is_dir());
+    assert_eq!(
+        p.git(&["status", "--porcelain", "--untracked-files=all"]),
+        ""
+    );
+    // The program ran in a copy: the cached checkout is as the commit has it.
+    let trees = p.root.join(".dstack/state/providers/trees");
+    let tree = std::fs::read_dir(&trees)
+        .expect("trees")
+        .map(|e| e.expect("entry").path())
+        .find(|t| {
+            !t.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .expect("a checkout");
+    let mut names: Vec<String> = std::fs::read_dir(&tree)
+        .expect("tree")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".dstack", "make.py"]);
 }

@@ -762,6 +762,31 @@ impl RunStore {
         }
     }
 
+    /// Deletes a run that was just created and never ran, when its creation cannot be
+    /// completed (its embedder failed to store what belongs with it).
+    ///
+    /// # Errors
+    /// A run that has started, or a database or file failure.
+    pub fn discard_new_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        if run.status != RunStatus::Submitted || run.started_at.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "run `{}` has started; only a run that never ran can be discarded",
+                run.name
+            )));
+        }
+        self.conn()
+            .execute("DELETE FROM runs WHERE id = ?1", params![run.id])
+            .map_err(self.err())?;
+        match std::fs::remove_dir_all(self.run_dir(&run.name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                path: self.run_dir(&run.name),
+                source,
+            }),
+        }
+    }
+
     /// Deletes a finished run: its record, jobs, logs and artifacts.
     ///
     /// # Errors
