@@ -114,7 +114,7 @@ impl Project {
         let mut diags = Vec::new();
         let mut jobs = Vec::with_capacity(order.len());
         // `jobs_of[i]`: where the jobs of workflow `i` are in `jobs`.
-        let mut jobs_of: Vec<Range<usize>> = vec![0..0; self.workflows.len()];
+        let mut jobs_of: HashMap<usize, Range<usize>> = HashMap::with_capacity(order.len());
         let mut budget = Budget::default();
         for &i in &order {
             let made = self.materialise(
@@ -125,7 +125,7 @@ impl Project {
                 &mut budget,
                 &mut diags,
             );
-            jobs_of[i] = jobs.len()..jobs.len() + made.len();
+            jobs_of.insert(i, jobs.len()..jobs.len() + made.len());
             jobs.extend(made);
         }
         diags.extend(self.warnings.0.iter().cloned());
@@ -173,20 +173,29 @@ impl Project {
     fn check_all(&self, resolved: &ResolvedOverrides, diags: &mut Vec<Diagnostic>) {
         let mut budget = Budget::default();
         for i in 0..self.workflows.len() {
-            self.materialise(i, resolved, (&[], &[]), false, &mut budget, diags);
+            self.materialise(
+                i,
+                resolved,
+                (&[], &HashMap::new()),
+                false,
+                &mut budget,
+                diags,
+            );
         }
     }
 
     /// The workflows `target` needs, itself included, each after its dependencies (by level,
     /// then file order).
     fn closure(&self, target: usize) -> Vec<usize> {
-        // `level[i]`: the level of workflow `i` once known.
-        let mut level: Vec<Option<usize>> = vec![None; self.workflows.len()];
+        // `level[i]`: the level of workflow `i` once known. A map, not a vector of all the
+        // workflows: planning one workflow costs what its closure holds, so planning each of
+        // N workflows is not N².
+        let mut level: HashMap<usize, usize> = HashMap::new();
         let mut order: Vec<usize> = Vec::new();
         // Iterative post-order walk; `load` has ruled out cycles.
         let mut stack = vec![(target, false)];
         while let Some((i, expanded)) = stack.pop() {
-            if level[i].is_some() {
+            if level.contains_key(&i) {
                 continue;
             }
             let deps = self.workflows[i]
@@ -196,18 +205,18 @@ impl Project {
                 .filter_map(|d| self.index.get(&d.workflow).copied());
             if expanded {
                 let l = deps
-                    .filter_map(|j| level[j])
+                    .filter_map(|j| level.get(&j))
                     .map(|l| l + 1)
                     .max()
                     .unwrap_or(0);
-                level[i] = Some(l);
+                level.insert(i, l);
                 order.push(i);
             } else {
                 stack.push((i, true));
-                stack.extend(deps.filter(|&j| level[j].is_none()).map(|j| (j, false)));
+                stack.extend(deps.filter(|j| !level.contains_key(j)).map(|j| (j, false)));
             }
         }
-        order.sort_unstable_by_key(|&i| (level[i], i));
+        order.sort_unstable_by_key(|&i| (level[&i], i));
         order
     }
 
@@ -217,7 +226,7 @@ impl Project {
         &self,
         i: usize,
         resolved: &ResolvedOverrides,
-        (planned, jobs_of): (&[JobSpec], &[Range<usize>]),
+        (planned, jobs_of): (&[JobSpec], &HashMap<usize, Range<usize>>),
         planning: bool,
         budget: &mut Budget,
         diags: &mut Vec<Diagnostic>,
@@ -358,7 +367,7 @@ impl Project {
                     let made = self
                         .index
                         .get(&d.workflow)
-                        .and_then(|&j| jobs_of.get(j))
+                        .and_then(|j| jobs_of.get(j))
                         .and_then(|r| planned.get(r.clone()))
                         .unwrap_or_default();
                     external.extend(made.iter().map(|j| j.id.clone()));
@@ -406,7 +415,11 @@ impl Project {
             } else {
                 var_env.clone()
             };
-            env.append(&mut job.env);
+            // The job's own variables win, as with `append`, but in place: `append` would
+            // build a third tree.
+            for (k, v) in std::mem::take(&mut job.env) {
+                env.insert(k, v);
+            }
             *job = JobSpec {
                 id,
                 workflow: wf.name.clone(),
