@@ -828,19 +828,9 @@ fn parse_provider_ref(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Optio
                 );
                 return None;
             }
-            // `URL@REF` pins a branch, tag or commit; `git@host:path` is an SSH URL, not a ref.
-            let (repo, git_ref) = match repo.rsplit_once('@') {
-                Some((url, r))
-                    if !r.is_empty()
-                        && !r.contains(':')
-                        && !r.contains('/')
-                        && !url.is_empty()
-                        && url.contains('/') =>
-                {
-                    (url.to_owned(), Some(r.to_owned()))
-                }
-                _ => (repo, None),
-            };
+            // `URL@REF` pins a branch, tag or commit (`feature/x` too); `git@host:path` is an
+            // SSH URL and `https://user@host/...` carries a user name: neither is a ref.
+            let (repo, git_ref) = split_git_ref(&repo);
             Some(ProviderRef::Repo {
                 repo,
                 git_ref,
@@ -851,6 +841,34 @@ fn parse_provider_ref(node: &Node, workflow: &str, sink: &mut Sink<'_>) -> Optio
             sink.error(node.pos, Code::Type, format!("`provider` in workflow `{workflow}` must be a name or `{{repo: URL, name: NAME}}`, found a list"));
             None
         }
+    }
+}
+
+/// Splits `URL@REF` at the last `@` of the URL's path (after `scheme://host/` or
+/// `user@host:`), so that refs may hold `/` and user names are never refs.
+fn split_git_ref(repo: &str) -> (String, Option<String>) {
+    let path_start = if let Some(scheme) = repo.find("://") {
+        let rest = scheme + 3;
+        repo[rest..]
+            .find('/')
+            .map_or(repo.len(), |slash| rest + slash)
+    } else if let Some(colon) = repo.find(':').filter(|&c| !repo[..c].contains('/')) {
+        colon + 1 // scp-like `user@host:path`
+    } else {
+        0
+    };
+    match repo[path_start..].rfind('@') {
+        Some(at) => {
+            let at = path_start + at;
+            let (url, r) = (&repo[..at], &repo[at + 1..]);
+            let is_url = url.contains('/') || url.contains(':');
+            if r.is_empty() || r.contains(':') || !is_url || url.ends_with('/') {
+                (repo.to_owned(), None)
+            } else {
+                (url.to_owned(), Some(r.to_owned()))
+            }
+        }
+        None => (repo.to_owned(), None),
     }
 }
 
@@ -1123,5 +1141,53 @@ mod tests {
         assert!(!valid_name("a b"));
         assert!(!valid_name("a:b"));
         assert!(!valid_name(""));
+    }
+}
+
+#[cfg(test)]
+mod git_ref_tests {
+    use super::split_git_ref;
+
+    #[test]
+    fn refs_may_hold_slashes_and_user_names_are_not_refs() {
+        let split = |r: &str| {
+            let (u, g) = split_git_ref(r);
+            (u, g.unwrap_or_default())
+        };
+        let cases = [
+            (
+                "https://github.com/org/repo@v1.2",
+                ("https://github.com/org/repo", "v1.2"),
+            ),
+            (
+                "https://github.com/org/repo@feature/x",
+                ("https://github.com/org/repo", "feature/x"),
+            ),
+            (
+                "https://github.com/org/repo",
+                ("https://github.com/org/repo", ""),
+            ),
+            (
+                "https://user@host.example/org/repo",
+                ("https://user@host.example/org/repo", ""),
+            ),
+            (
+                "https://user@host.example/org/repo@main",
+                ("https://user@host.example/org/repo", "main"),
+            ),
+            ("git@github.com:org/repo", ("git@github.com:org/repo", "")),
+            (
+                "git@github.com:org/repo@release/1.0",
+                ("git@github.com:org/repo", "release/1.0"),
+            ),
+            ("/srv/repo@abc123", ("/srv/repo", "abc123")),
+            ("../providers@v1", ("../providers", "v1")),
+            ("file:///srv/repo@dev", ("file:///srv/repo", "dev")),
+            ("repo@", ("repo@", "")),
+            ("name@v1", ("name@v1", "")),
+        ];
+        for (input, (url, r)) in cases {
+            assert_eq!(split(input), (url.to_owned(), r.to_owned()), "{input}");
+        }
     }
 }

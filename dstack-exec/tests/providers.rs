@@ -232,6 +232,7 @@ fn provider_repo(dir: &Path) -> (PathBuf, String, String) {
     git(&repo, &["tag", "v1"]);
     let v1 = git(&repo, &["rev-parse", "HEAD"]);
     git(&repo, &["branch", "dev"]);
+    git(&repo, &["branch", "feature/x"]);
     write(
         &repo.join("make.sh"),
         "echo '{\"jobs\": [{\"commands\": [\"echo v2\"]}]}'\n",
@@ -274,6 +275,7 @@ fn providers_come_from_other_repositories_at_a_branch_tag_or_commit() {
     for (reference, expected) in [
         ("v1".to_owned(), "echo v1"),
         ("dev".to_owned(), "echo v1"),
+        ("feature/x".to_owned(), "echo v1"),
         ("main".to_owned(), "echo v2"),
         (v1.clone(), "echo v1"),
         (v1[..10].to_owned(), "echo v1"),
@@ -313,7 +315,10 @@ fn bad_provider_repositories_are_clear_errors() {
     let root = repo_workflow(&dir.path().join("b"), &format!("{path}@v9"), "hello");
     let e = plan_error(&root, "w");
     assert!(e.contains("`v9` is no branch, tag or commit"), "{e}");
-    assert!(e.contains("its branches and tags: dev, main, v1"), "{e}");
+    assert!(
+        e.contains("its branches and tags: dev, feature/x, main, v1"),
+        "{e}"
+    );
 
     let root = repo_workflow(&dir.path().join("c"), "/nonexistent/repository", "hello");
     let e = plan_error(&root, "w");
