@@ -88,22 +88,33 @@ pub fn parse_memory(text: &str) -> Result<u64, MemoryError> {
     if unit.is_empty() {
         return Err(MemoryError::NoUnit(t.to_owned()));
     }
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        "ti" | "tib" => 1 << 40,
-        _ => {
-            return Err(MemoryError::UnknownUnit {
-                text: t.to_owned(),
-                unit: unit.to_owned(),
-            });
-        }
+    const UNITS: [(&str, u64); 17] = [
+        ("b", 1),
+        ("k", 1_000),
+        ("kb", 1_000),
+        ("m", 1_000_000),
+        ("mb", 1_000_000),
+        ("g", 1_000_000_000),
+        ("gb", 1_000_000_000),
+        ("t", 1_000_000_000_000),
+        ("tb", 1_000_000_000_000),
+        ("ki", 1 << 10),
+        ("kib", 1 << 10),
+        ("mi", 1 << 20),
+        ("mib", 1 << 20),
+        ("gi", 1 << 30),
+        ("gib", 1 << 30),
+        ("ti", 1 << 40),
+        ("tib", 1 << 40),
+    ];
+    let Some(&(_, multiplier)) = UNITS
+        .iter()
+        .find(|(name, _)| unit.eq_ignore_ascii_case(name))
+    else {
+        return Err(MemoryError::UnknownUnit {
+            text: t.to_owned(),
+            unit: unit.to_owned(),
+        });
     };
     let bytes = if let Ok(whole) = number.parse::<u64>() {
         whole.checked_mul(multiplier)
