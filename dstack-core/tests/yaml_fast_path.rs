@@ -363,6 +363,22 @@ fn random_trees_read_the_same_through_both_front_ends() {
 }
 
 #[test]
+fn the_documented_subset_takes_the_fast_path() {
+    // Every construct ARCHITECTURE.md lists for the fast front end, in one fuzz seed.
+    let path = root().join("fuzz/corpus/parse_plan/fast_path_block_subset");
+    let text = std::fs::read_to_string(&path).expect("the seed");
+    for part in text.split("\n%%%%\n") {
+        assert_eq!(compare_front_ends(part), Ok(true), "{part}");
+    }
+    // Its companion holds a construct outside the subset in every document.
+    let path = root().join("fuzz/corpus/parse_plan/fast_path_edges");
+    let text = std::fs::read_to_string(&path).expect("the seed");
+    for part in text.split("\n%%%%\n") {
+        assert_eq!(compare_front_ends(part), Ok(false), "{part}");
+    }
+}
+
+#[test]
 fn the_generated_benchmark_shape_takes_the_fast_path() {
     let text = "workflows:\n  - name: step-00001\n    help: prepare shard 1 of the dataset\n    provider: python\n    script: prepare.py --shard 1 --seed ${{ seed }}\n    requirements: requirements.txt\n    python: \"3.10\"\n    environment:\n      PYTHONPATH: src\n      SHARD: \"1\"\n    artifacts:\n      - data/step-00001\n    resources:\n      cpu: 2\n      memory: 8GB\n  - name: step-00004\n    provider: docker\n    image: python:3.10-slim\n    commands:\n      - echo \"${{ message }}\" > out/log.txt\n    ports:\n      - ${{ port }}\n    artifacts: [logs/step-00004]\n    depends-on:\n      - step-00001\n";
     assert_eq!(compare_front_ends(text), Ok(true));
