@@ -257,17 +257,50 @@ const PIPELINE: &str = "workflows:
       memory: 64MiB
 ";
 
+/// Run from the project's folder (no `-C`, the state found relative to it): every path the
+/// cluster sees must still be absolute.
 #[test]
 fn run_with_the_slurm_executor() {
     let p = Project::new(PIPELINE);
-    let (code, out, err) = p.dstack(&["run", "train", "--executor", "slurm"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_dstack"))
+        .args(["run", "train", "--executor", "slurm"])
+        .current_dir(&p.root)
+        .env("NO_COLOR", "1")
+        .env("DSTACK_NO_GIT", "1")
+        .env_remove("DSTACK_STATE_DIR")
+        .env("DSTACK_CONFIG", &p.config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (code, out, err) = (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(p.root.join(".dstack/state/dstack.db").is_file());
     assert!(out.contains("trained 42"), "{out}");
     let run = out.lines().next().unwrap();
-    let ids = p.executor_ids(run);
+    let ps = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dstack"))
+            .args(args)
+            .current_dir(&p.root)
+            .env_remove("DSTACK_STATE_DIR")
+            .output()
+            .unwrap();
+        let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        runs.into_iter().next().unwrap()
+    };
+    let listed = ps(&["ps", run, "--format", "json"]);
+    assert_eq!(listed["status"], "done");
+    let ids: Vec<String> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["executor_id"].as_str().map(str::to_owned))
+        .collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.iter().all(|id| id.contains('_')), "{ids:?}");
-    assert_eq!(p.ps(run)["status"], "done");
     assert!(active_jobs(run).is_empty());
 }
 

@@ -29,13 +29,14 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of `run`, under `shared` (or the store's folder).
+    /// Paths are made absolute (against the current directory): the batch scripts run in
+    /// another one, on another machine.
     #[must_use]
     pub fn new(run: &DagRun, shared: Option<&Path>) -> Layout {
+        let state_dir = absolute(&run.state_dir);
         Layout {
-            state_dir: run.state_dir.clone(),
-            shared: shared
-                .filter(|s| std::path::absolute(s).ok() != std::path::absolute(&run.state_dir).ok())
-                .map(Path::to_path_buf),
+            shared: shared.map(absolute).filter(|s| *s != state_dir),
+            state_dir,
             run: run.name.clone(),
         }
     }
@@ -50,9 +51,10 @@ impl Layout {
     /// `path` (in the store's layout) on the shared file system.
     #[must_use]
     pub fn shared(&self, path: &Path) -> PathBuf {
+        let path = absolute(path);
         match (&self.shared, path.strip_prefix(&self.state_dir)) {
             (Some(shared), Ok(rel)) => shared.join(rel),
-            _ => path.to_path_buf(),
+            _ => path,
         }
     }
 
@@ -87,6 +89,23 @@ impl Layout {
     }
 }
 
+/// `path` made absolute against the current directory, `.` and `..` resolved lexically (as
+/// the shell would; symbolic links are kept).
+fn absolute(path: &Path) -> PathBuf {
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in full.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +134,17 @@ mod tests {
             Path::new("/shared/dstack/runs/run-1/slurm")
         );
         assert_eq!(Layout::job_dir_relative(tree), Path::new("jobs/train"));
+
+        // Relative paths (a store found from the current directory) become absolute.
+        let here = std::env::current_dir().expect("cwd");
+        let relative = Layout::new(&DagRun::new("run-1", "./.dstack/state"), None);
+        assert_eq!(
+            relative.shared(Path::new("./.dstack/state/runs/run-1/jobs/train")),
+            here.join(".dstack/state/runs/run-1/jobs/train")
+        );
+        assert_eq!(
+            relative.slurm_dir(),
+            here.join(".dstack/state/runs/run-1/slurm")
+        );
     }
 }
