@@ -3,9 +3,11 @@
 //! repositories (`provider: {repo: URL, name: NAME}`) with git2 into a cache.
 //!
 //! The protocol (input file, environment, JSON output) is dstack-core's: see
-//! [`dstack_core::program`]. A program runs in the folder that defines it (the project, or the
-//! checkout of the provider repository at the fetched commit), on the host: its `image` is the
-//! default image of the jobs it makes, it is not started to plan.
+//! [`dstack_core::program`]. A program runs in its `image` through the Docker executor when the
+//! configured engine answers (a throwaway copy of the folder that defines it, the project or
+//! the provider repository's checkout at the fetched commit, is the container's `/workflow`),
+//! else on the host in that folder ([`ProcessRunner::on_host`] and
+//! [`ProcessRunner::in_containers`] choose explicitly).
 //!
 //! # The repository cache
 //!
@@ -21,10 +23,12 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use dstack_core::JobSpec;
 use dstack_core::program::{Program, ProgramError, ProgramInput, ProgramRunner, RepoProviders};
+use dstack_core::run::{Executor, FailureReason, JobOutcome, JobRequest, Reporter, Stream};
 use dstack_core::{Project, ProviderRegistry};
 use git2::{ObjectType, Oid, Repository};
 use nix::sys::signal::{Signal, killpg};
@@ -52,13 +56,28 @@ fn unique() -> String {
 /// may hold the pipes open).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Runs provider programs as local processes; fetches provider repositories into a cache.
+/// Where provider programs run.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// In their image when a Docker engine answers (the executor configuration's), else on
+    /// the host.
+    Auto,
+    /// On the host, as process groups.
+    Host,
+    /// In their image, through this executor.
+    Containers(Arc<dyn Executor>),
+}
+
+/// Runs provider programs (in their image when a Docker engine answers, else as local
+/// processes); fetches provider repositories into a cache.
 #[derive(Debug)]
 pub struct ProcessRunner {
     cache: PathBuf,
     root: PathBuf,
     timeout: Duration,
     fetched: Mutex<HashMap<String, RepoProviders>>,
+    mode: Mode,
+    engine: OnceLock<Option<Arc<dyn Executor>>>,
 }
 
 impl ProcessRunner {
@@ -73,6 +92,39 @@ impl ProcessRunner {
             root: absolute(root.into()),
             timeout: DEFAULT_TIMEOUT,
             fetched: Mutex::new(HashMap::new()),
+            mode: Mode::Auto,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Runs programs on the host, whatever engine answers.
+    #[must_use]
+    pub fn on_host(mut self) -> Self {
+        self.mode = Mode::Host;
+        self
+    }
+
+    /// Runs programs in their image through `executor` (a Docker executor).
+    #[must_use]
+    pub fn in_containers(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.mode = Mode::Containers(executor);
+        self
+    }
+
+    /// The executor that runs programs in their image, if any (asked once).
+    fn container(&self) -> Option<Arc<dyn Executor>> {
+        match &self.mode {
+            Mode::Host => None,
+            Mode::Containers(e) => Some(e.clone()),
+            Mode::Auto => self
+                .engine
+                .get_or_init(|| {
+                    let config = crate::ExecConfig::load(&self.root).ok()?;
+                    crate::docker::probe(&config.docker)
+                        .ok()
+                        .map(|s| s.executor)
+                })
+                .clone(),
         }
     }
 
@@ -142,6 +194,9 @@ impl Drop for RemoveDir {
 impl ProgramRunner for ProcessRunner {
     fn run(&self, program: &Program, input: &ProgramInput) -> Result<Vec<u8>, ProgramError> {
         self.ensure_cache()?;
+        if let Some(executor) = self.container() {
+            return self.run_in_image(&executor, program, input);
+        }
         let inputs = self.cache.join("inputs");
         std::fs::create_dir_all(&inputs)
             .map_err(|e| ProgramError::new(format!("cannot create `{}`: {e}", inputs.display())))?;
@@ -309,6 +364,198 @@ impl ProgramRunner for ProcessRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, fetched.clone());
         Ok(fetched)
+    }
+}
+
+/// Collects a containerised program's output.
+#[derive(Debug, Default)]
+struct Collect {
+    stdout: Mutex<(Vec<u8>, bool)>,
+    stderr: Mutex<Vec<u8>>,
+}
+
+impl Reporter for Collect {
+    fn started(&self, _executor_id: &str) {}
+
+    fn log(&self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout => {
+                let mut out = self
+                    .stdout
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if out.0.len() + bytes.len() > MAX_OUTPUT {
+                    out.1 = true;
+                } else {
+                    out.0.extend_from_slice(bytes);
+                }
+            }
+            Stream::Stderr => {
+                let mut tail = self
+                    .stderr
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                tail.extend_from_slice(bytes);
+                if tail.len() > 2 * STDERR_TAIL {
+                    let cut = tail.len() - STDERR_TAIL;
+                    tail.drain(..cut);
+                }
+            }
+        }
+    }
+
+    fn note(&self, _message: &str) {}
+}
+
+/// Adds the end of a program's standard error to `e` as help.
+fn with_stderr_tail(e: ProgramError, tail: &[u8]) -> ProgramError {
+    let text = String::from_utf8_lossy(tail);
+    let text = text.trim_end();
+    if text.is_empty() {
+        return e;
+    }
+    let start = text.len().saturating_sub(STDERR_TAIL);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    let shown: Vec<String> = text[start..].lines().map(|l| format!("    {l}")).collect();
+    e.with_help(format!(
+        "its standard error ended with:\n{}",
+        shown.join("\n")
+    ))
+}
+
+impl ProcessRunner {
+    /// Runs `program` in its image: a throwaway copy of the folder that defines it is the
+    /// container's `/workflow`, its input file is in it.
+    fn run_in_image(
+        &self,
+        executor: &Arc<dyn Executor>,
+        program: &Program,
+        input: &ProgramInput,
+    ) -> Result<Vec<u8>, ProgramError> {
+        const INPUT: &str = ".dstack-provider-input.json";
+        let work = RemoveDir(self.cache.join("work").join(unique()));
+        let state = self.cache.parent().unwrap_or(&self.cache).to_path_buf();
+        let files = if program.dir.starts_with(&self.cache) {
+            dstack_core::run::tree::ProjectFiles::scan_all(&program.dir)
+        } else {
+            dstack_core::run::tree::ProjectFiles::scan(&program.dir, &state)
+        };
+        files.and_then(|f| f.materialise(&work.0)).map_err(|e| {
+            ProgramError::new(format!(
+                "cannot copy `{}` to run its program: {e}",
+                program.dir.display()
+            ))
+        })?;
+        let json = serde_json::to_vec_pretty(input)
+            .map_err(|e| ProgramError::new(format!("cannot write its input: {e}")))?;
+        std::fs::write(work.0.join(INPUT), json)
+            .map_err(|e| ProgramError::new(format!("cannot write its input: {e}")))?;
+        let env = [
+            ("DSTACK_WORKFLOW_FILE", format!("/workflow/{INPUT}")),
+            ("DSTACK_WORKFLOW", input.workflow.clone()),
+            ("DSTACK_PROVIDER", input.provider.clone()),
+            ("DSTACK_PROVIDER_IMAGE", program.provider.image.clone()),
+        ];
+        let job = JobSpec {
+            id: format!("provider-{}", input.provider),
+            workflow: input.workflow.clone(),
+            provider: input.provider.clone(),
+            image: Some(program.provider.image.clone()),
+            commands: program.provider.commands.clone(),
+            working_dir: ".".to_owned(),
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ..JobSpec::default()
+        };
+        let request = JobRequest {
+            run: format!("plan-{}", unique()),
+            job: job.clone(),
+            tree: work.0.clone(),
+            inputs: Vec::new(),
+            attempt: 1,
+        };
+        let collect = Arc::new(Collect::default());
+        let timeout = self.timeout;
+        let reporter: Arc<dyn Reporter> = collect.clone();
+        // A runtime of its own on a thread of its own: planning is called from inside and
+        // outside runtimes alike.
+        let outcome = std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| ProgramError::new(format!("cannot start a runtime: {e}")))?;
+                    runtime.block_on(async move {
+                        executor
+                            .prepare(std::slice::from_ref(&job))
+                            .await
+                            .map_err(|e| {
+                                let mut p = ProgramError::new(format!(
+                                    "its image cannot be used: {}",
+                                    e.message
+                                ));
+                                if let Some(h) = e.help {
+                                    p = p.with_help(h);
+                                }
+                                p
+                            })?;
+                        let cancel = tokio_util::sync::CancellationToken::new();
+                        let run = executor.run(request, reporter, cancel.clone());
+                        tokio::pin!(run);
+                        tokio::select! {
+                            outcome = &mut run => Ok(Some(outcome)),
+                            () = tokio::time::sleep(timeout) => {
+                                cancel.cancel();
+                                let _ = run.await;
+                                Ok(None)
+                            }
+                        }
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err(ProgramError::new("running its program failed")))
+        })?;
+        let tail = collect
+            .stderr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (stdout, overflow) = std::mem::take(
+            &mut *collect
+                .stdout
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        match outcome {
+            None => Err(with_stderr_tail(
+                ProgramError::new(format!(
+                    "its program ran longer than {}",
+                    humantime::format_duration(timeout)
+                )),
+                &tail,
+            )),
+            Some(JobOutcome::Succeeded) if overflow => Err(ProgramError::new(format!(
+                "its program printed more than {} MiB",
+                MAX_OUTPUT >> 20
+            ))),
+            Some(JobOutcome::Succeeded) => Ok(stdout),
+            Some(JobOutcome::Failed(reason)) => {
+                let how = match &reason {
+                    FailureReason::Error { message } => message.clone(),
+                    other => other.to_string(),
+                };
+                Err(with_stderr_tail(
+                    ProgramError::new(format!(
+                        "its program {how} (in image `{}`)",
+                        program.provider.image
+                    )),
+                    &tail,
+                ))
+            }
+            Some(JobOutcome::Cancelled) => Err(ProgramError::new("its program was cancelled")),
+        }
     }
 }
 

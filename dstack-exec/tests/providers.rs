@@ -62,7 +62,17 @@ fn project(dir: &Path, workflows: &str, providers: Option<&str>) -> PathBuf {
     root
 }
 
+/// Loads with programs run on the host (the tests of containers below say so explicitly).
 fn load(root: &Path) -> Project {
+    let mut registry = ProviderRegistry::default();
+    registry.set_program_runner(Arc::new(
+        ProcessRunner::new(root.join(".dstack/state/providers"), root).on_host(),
+    ));
+    Project::load_with(root, registry).expect("loads")
+}
+
+/// Loads as the CLI does: programs in their image when a Docker engine answers.
+fn load_auto(root: &Path) -> Project {
     Project::load_with(root, registry(root, &root.join(".dstack/state"))).expect("loads")
 }
 
@@ -194,6 +204,7 @@ fn a_program_that_runs_too_long_is_killed_with_everything_it_started() {
     let mut registry = ProviderRegistry::default();
     registry.set_program_runner(Arc::new(
         ProcessRunner::new(dir.path().join("cache"), &root)
+            .on_host()
             .with_timeout(Duration::from_millis(300)),
     ));
     let e = Project::load_with(&root, registry)
@@ -361,4 +372,97 @@ fn bad_provider_repositories_are_clear_errors() {
     let root = repo_workflow(&dir.path().join("g"), "git@example.invalid:org/repo", "x");
     let e = plan_error(&root, "w");
     assert!(e.contains("https://, file:// or from a local path"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// In their image, on the real engine of `scripts/setup-docker.sh`
+// ---------------------------------------------------------------------------------------------
+
+const BUSYBOX: &str = "dstack-busybox:test";
+
+fn engine() -> Arc<dyn dstack_core::run::Executor> {
+    dstack_exec::docker::select(&dstack_exec::docker::DockerConfig::default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need a Docker engine with the test images: run `bash scripts/setup-docker.sh` ({})",
+                e.message
+            )
+        })
+        .executor
+}
+
+fn load_in_containers(root: &Path) -> Project {
+    let mut registry = ProviderRegistry::default();
+    registry.set_program_runner(Arc::new(
+        ProcessRunner::new(root.join(".dstack/state/providers"), root).in_containers(engine()),
+    ));
+    Project::load_with(root, registry).expect("loads")
+}
+
+#[test]
+fn a_program_runs_in_its_image_with_its_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = format!(
+        "providers:\n  - name: boxed\n    image: {BUSYBOX}\n    commands: [sh providers/boxed.sh]\n"
+    );
+    let root = project(
+        dir.path(),
+        "workflows:\n  - {name: w, provider: boxed, message: hi from the host}\n",
+        Some(&providers),
+    );
+    write(
+        &root.join("providers/boxed.sh"),
+        r#"set -e
+test -f /.dockerenv
+test "$DSTACK_WORKFLOW_FILE" = /workflow/.dstack-provider-input.json
+grep -q '"message": "hi from the host"' "$DSTACK_WORKFLOW_FILE"
+test -f providers/make.py
+echo "{\"jobs\": [{\"commands\": [\"echo $DSTACK_PROVIDER $DSTACK_WORKFLOW\"]}]}"
+"#,
+    );
+    for project in [load_in_containers(&root), load_auto(&root)] {
+        let plan = project.plan("w", &Overrides::new()).expect("plans");
+        assert_eq!(plan.jobs[0].commands, ["echo boxed w"]);
+        assert_eq!(plan.jobs[0].image.as_deref(), Some(BUSYBOX));
+    }
+    // The throwaway copy is gone; the project was only read.
+    let work = root.join(".dstack/state/providers/work");
+    assert_eq!(std::fs::read_dir(work).map_or(0, Iterator::count), 0);
+    assert!(!root.join(".dstack-provider-input.json").exists());
+}
+
+#[test]
+fn a_failing_program_or_a_missing_image_in_a_container_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = format!(
+        "providers:
+  - name: crashes
+    image: {BUSYBOX}
+    commands: [\"echo 'no stages in the container' >&2\", \"exit 3\"]
+  - name: imageless
+    image: dstack-no-such-image:never
+    commands: [\"echo hi\"]
+"
+    );
+    let root = project(
+        dir.path(),
+        "workflows:\n  - {name: a, provider: crashes}\n  - {name: b, provider: imageless}\n",
+        Some(&providers),
+    );
+    let project = load_in_containers(&root);
+    let e = project
+        .plan("a", &Overrides::new())
+        .expect_err("fails")
+        .to_string();
+    assert!(
+        e.contains("its program exited with code 3 (in image `dstack-busybox:test`)"),
+        "{e}"
+    );
+    assert!(e.contains("no stages in the container"), "{e}");
+    let e = project
+        .plan("b", &Overrides::new())
+        .expect_err("fails")
+        .to_string();
+    assert!(e.contains("its image cannot be used"), "{e}");
+    assert!(e.contains("dstack-no-such-image:never"), "{e}");
 }

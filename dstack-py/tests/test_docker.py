@@ -203,3 +203,31 @@ def test_ctrl_c_stops_the_container_and_raises_keyboard_interrupt(
     assert containers_of(run) == [], "no container is left"
     [stored] = [r for r in ds.runs(ds.Project(root)) if r.name == run]
     assert stored.status == "stopped"
+
+
+def test_a_provider_program_runs_in_its_image(make_project: ProjectFactory) -> None:
+    root = make_project(
+        """
+        workflows:
+          - name: staged
+            provider: boxed
+            stage: fetch
+        """,
+        files={
+            ".dstack/providers.yaml": f"""
+                providers:
+                  - name: boxed
+                    image: {BUSYBOX}
+                    commands: ["sh make.sh"]
+                """,
+            "make.sh": """
+                test -f /.dockerenv
+                grep -q '"stage": "fetch"' "$DSTACK_WORKFLOW_FILE"
+                echo '{"jobs": [{"id": "fetch", "commands": ["echo fetched"]}]}'
+                """,
+        },
+    )
+    plan = ds.Project(root).plan("staged")
+    assert [j.id for j in plan.jobs] == ["staged"]
+    assert plan.jobs[0].commands == ["echo fetched"]
+    assert plan.jobs[0].image == BUSYBOX

@@ -75,7 +75,11 @@ def test_run_async_takes_no_git_too(
     assert probe.read_text() == "async\n"
 
 
-def test_providers_yaml_programs_plan_from_python(make_project: ProjectFactory) -> None:
+def test_providers_yaml_programs_plan_from_python(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    # On the host (no engine answers): test_docker.py runs one in its image.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     root = make_project(
         """
         workflows:
@@ -106,7 +110,10 @@ def test_providers_yaml_programs_plan_from_python(make_project: ProjectFactory) 
     assert plan.jobs[0].image == "python:3.11"
 
 
-def test_a_failing_provider_program_is_a_plan_error(make_project: ProjectFactory) -> None:
+def test_a_failing_provider_program_is_a_plan_error(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     root = make_project(
         """
         workflows:

@@ -2314,12 +2314,15 @@ workflows:
     std::fs::create_dir_all(repo.join(".dstack")).expect("mkdir");
     std::fs::write(
         repo.join(".dstack/providers.yaml"),
-        "providers:\n  - name: hello\n    image: python:3.11\n    commands: [\"python3 make.py\"]\n",
+        "providers:\n  - name: hello\n    image: dstack-busybox:test\n    commands: [\"sh make.sh\"]\n",
     )
     .expect("write");
+    // A shell program: it runs on the host, or in its image when a Docker engine answers.
     std::fs::write(
-        repo.join("make.py"),
-        "import json, os\nw = json.load(open(os.environ['DSTACK_WORKFLOW_FILE']))\nprint(json.dumps({'jobs': [{'commands': ['echo ' + w['workflow']]}]}))\n",
+        repo.join("make.sh"),
+        r#"w=$(sed -n 's/^ *"workflow": "\(.*\)",$/\1/p' "$DSTACK_WORKFLOW_FILE")
+echo "{\"jobs\": [{\"commands\": [\"echo $w\"]}]}"
+"#,
     )
     .expect("write");
     for args in [
@@ -2379,5 +2382,5 @@ workflows:
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, [".dstack", "make.py"]);
+    assert_eq!(names, [".dstack", "make.sh"]);
 }
