@@ -301,24 +301,7 @@ impl ProgramRunner for ProcessRunner {
         // Bounded: a process that left the group (`setsid`) may hold the pipes open for ever.
         let (stdout, overflow) = out_rx.recv_timeout(DRAIN).unwrap_or((Vec::new(), true));
         let tail = err_rx.recv_timeout(DRAIN).unwrap_or_default();
-        let with_stderr = |e: ProgramError| {
-            let text = String::from_utf8_lossy(&tail);
-            let text = text.trim_end();
-            if text.is_empty() {
-                e
-            } else {
-                let start = text.len().saturating_sub(STDERR_TAIL);
-                let start = (start..text.len())
-                    .find(|&i| text.is_char_boundary(i))
-                    .unwrap_or(text.len());
-                let shown: Vec<String> =
-                    text[start..].lines().map(|l| format!("    {l}")).collect();
-                e.with_help(format!(
-                    "its standard error ended with:\n{}",
-                    shown.join("\n")
-                ))
-            }
-        };
+        let with_stderr = |e: ProgramError| with_stderr_tail(e, &tail);
         let Ok(status) = status else {
             return Err(with_stderr(ProgramError::new(format!(
                 "its program ran longer than {}",
