@@ -7,29 +7,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::{Spawned, collect, wait_for};
+
 const BUSYBOX: &str = "dstack-busybox:test";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Fails, saying how to get one, when no engine with the test image answers.
 fn require_engine() {
     let ok = Command::new("docker")
@@ -144,72 +132,6 @@ impl Project {
             .filter(|(_, s)| s == "running")
             .map(|(n, _)| n)
             .collect()
-    }
-}
-
-fn collect(mut from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let into = text.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
-}
-
-struct Spawned {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Spawned {
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
-    }
-
-    /// The run's name (the first line of stdout).
-    fn run_name(&self) -> String {
-        let mut name = String::new();
-        wait_for("the run's name on stdout", || {
-            name = self
-                .stdout
-                .lock()
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            !name.is_empty()
-        });
-        name
-    }
-
-    fn wait(mut self) -> (i32, String, String) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(start.elapsed() < DEADLINE, "dstack did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the readers drain.
-        std::thread::sleep(Duration::from_millis(100));
-        let code = std::os::unix::process::ExitStatusExt::signal(&status)
-            .map_or_else(|| status.code().unwrap_or(-1), |s| 128 + s);
-        (
-            code,
-            self.stdout.lock().unwrap().clone(),
-            self.stderr.lock().unwrap().clone(),
-        )
     }
 }
 
