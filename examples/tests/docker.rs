@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{Signal, kill};
 use serde_json::Value;
 
-use common::{Spawned, collect, wait_for};
+use common::{Spawned, output, ps_json, wait_for};
 
 const BUSYBOX: &str = "dstack-busybox:test";
 /// Fails, saying how to get one, when no engine with the test image answers.
@@ -73,35 +73,15 @@ impl Project {
     }
 
     fn dstack(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        output(self.command(args))
     }
 
     fn spawn(&self, args: &[&str]) -> Spawned {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Spawned {
-            child,
-            stdout,
-            stderr,
-        }
+        Spawned::start(self.command(args))
     }
 
     fn ps(&self, run: &str) -> Value {
-        let (code, out, err) = self.dstack(&["ps", run, "--format", "json"]);
-        assert_eq!(code, 0, "{err}");
-        let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
-        runs.into_iter().next().unwrap()
+        ps_json(self.dstack(&["ps", run, "--format", "json"]))
     }
 
     /// `docker ps -a` of this store's containers: `(name, state)`.

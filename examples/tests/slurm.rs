@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::{Spawned, collect, wait_for};
+use common::{Spawned, output, ps_json, wait_for};
 
 /// Fails, saying how to get one, when no Slurm cluster answers.
 fn require_cluster() {
@@ -110,35 +110,15 @@ impl Project {
     }
 
     fn dstack(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        output(self.command(args))
     }
 
     fn spawn(&self, args: &[&str]) -> Spawned {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Spawned {
-            child,
-            stdout,
-            stderr,
-        }
+        Spawned::start(self.command(args))
     }
 
     fn ps(&self, run: &str) -> Value {
-        let (code, out, err) = self.dstack(&["ps", run, "--format", "json"]);
-        assert_eq!(code, 0, "{err}");
-        let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
-        runs.into_iter().next().unwrap()
+        ps_json(self.dstack(&["ps", run, "--format", "json"]))
     }
 
     fn job_status(&self, run: &str, job: &str) -> String {

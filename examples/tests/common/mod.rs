@@ -2,7 +2,7 @@
 //! `dstack` processes run in the background.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,4 +90,39 @@ impl Spawned {
             self.stderr.lock().unwrap().clone(),
         )
     }
+}
+
+/// Runs `command` to its end: its exit code, stdout and stderr.
+pub fn output(mut command: Command) -> (i32, String, String) {
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Spawned {
+    /// Starts `command` in the background, collecting its output.
+    pub fn start(mut command: Command) -> Spawned {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Spawned {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// `dstack ps RUN --format json` as `output` gave it: the run with its jobs.
+pub fn ps_json((code, out, err): (i32, String, String)) -> serde_json::Value {
+    assert_eq!(code, 0, "{err}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    runs.into_iter().next().unwrap()
 }
