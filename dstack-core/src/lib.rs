@@ -33,6 +33,8 @@ pub mod schema;
 pub mod variables;
 pub mod yaml;
 
+mod parallel;
+
 pub use config::{CustomProvider, Dependency, Project, ProviderRef, Sources, Workflow};
 pub use diag::{Code, Diagnostic, Diagnostics, Location, Severity};
 pub use error::Error;

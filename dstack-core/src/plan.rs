@@ -111,22 +111,14 @@ impl Project {
             return Err(Error::Invalid(d.into()));
         };
         let order = self.closure(target);
-        let mut diags = Vec::new();
-        let mut jobs = Vec::with_capacity(order.len());
-        // `jobs_of[i]`: where the jobs of workflow `i` are in `jobs`.
-        let mut jobs_of: HashMap<usize, Range<usize>> = HashMap::with_capacity(order.len());
-        let mut budget = Budget::default();
-        for &i in &order {
-            let made = self.materialise(
-                i,
-                &resolved,
-                (&jobs, &jobs_of),
-                true,
-                &mut budget,
-                &mut diags,
-            );
-            jobs_of.insert(i, jobs.len()..jobs.len() + made.len());
-            jobs.extend(made);
+        let threads = crate::parallel::threads();
+        let (mut jobs, jobs_of, mut diags) =
+            match self.materialise_parallel(&order, &resolved, threads) {
+                Some(done) => done,
+                None => self.materialise_in_order(&order, &resolved),
+            };
+        if !diags.iter().any(Diagnostic::is_error) {
+            self.link(&order, &mut jobs, &jobs_of);
         }
         diags.extend(self.warnings.0.iter().cloned());
         let mut diags = Diagnostics(diags);
@@ -173,14 +165,7 @@ impl Project {
     fn check_all(&self, resolved: &ResolvedOverrides, diags: &mut Vec<Diagnostic>) {
         let mut budget = Budget::default();
         for i in 0..self.workflows.len() {
-            self.materialise(
-                i,
-                resolved,
-                (&[], &HashMap::new()),
-                false,
-                &mut budget,
-                diags,
-            );
+            self.materialise(i, resolved, false, &mut budget, diags);
         }
     }
 
@@ -220,13 +205,150 @@ impl Project {
         order
     }
 
+    /// Materialises the workflows of `order` one after the other: the jobs, where each
+    /// workflow's jobs are, and the problems found.
+    fn materialise_in_order(&self, order: &[usize], resolved: &ResolvedOverrides) -> Materialised {
+        let mut diags = Vec::new();
+        let mut jobs = Vec::with_capacity(order.len());
+        let mut jobs_of: HashMap<usize, Range<usize>> = HashMap::with_capacity(order.len());
+        let mut budget = Budget::default();
+        for &i in order {
+            let made = self.materialise(i, resolved, true, &mut budget, &mut diags);
+            jobs_of.insert(i, jobs.len()..jobs.len() + made.len());
+            jobs.extend(made);
+        }
+        (jobs, jobs_of, diags)
+    }
+
+    /// [`Project::materialise_in_order`] on several threads, for large plans: the workflows
+    /// are independent until [`Project::link`]. `None` when it does not apply: a small plan,
+    /// one processor, a workflow whose provider is a program (programs run one at a time),
+    /// a thread that cannot be started, or any error found. Errors are then found again in
+    /// order, so that every message, and which of them the budgets allow, is the same as
+    /// without threads.
+    fn materialise_parallel(
+        &self,
+        order: &[usize],
+        resolved: &ResolvedOverrides,
+        threads: usize,
+    ) -> Option<Materialised> {
+        let threads = threads.min(order.len() / PARALLEL_WORKFLOWS);
+        if threads < 2 {
+            return None;
+        }
+        let built_in = |i: &usize| match &self.workflows[*i].provider {
+            ProviderRef::Named(name) => self.registry.get(name).is_some(),
+            ProviderRef::Repo { .. } => false,
+        };
+        if !order.iter().all(built_in) {
+            return None;
+        }
+        let chunk = order.len().div_ceil(threads);
+        let work = |part: &[usize]| {
+            // Each part has the budget's share: spending more makes an error, and errors are
+            // found again in order with the whole budget.
+            let mut budget = Budget::default();
+            budget.bytes /= threads;
+            let mut diags = Vec::new();
+            let mut sizes = Vec::with_capacity(part.len());
+            let mut jobs = Vec::with_capacity(part.len());
+            for &i in part {
+                let made = self.materialise(i, resolved, true, &mut budget, &mut diags);
+                if diags.iter().any(Diagnostic::is_error) {
+                    return None;
+                }
+                sizes.push(made.len());
+                jobs.extend(made);
+            }
+            Some((jobs, sizes, diags))
+        };
+        let parts: Vec<_> = std::thread::scope(|scope| {
+            let mut parts = order.chunks(chunk);
+            let first = parts.next()?;
+            let handles: Vec<_> = parts
+                .map(|part| {
+                    std::thread::Builder::new()
+                        .name("dstack-plan".into())
+                        .spawn_scoped(scope, move || work(part))
+                })
+                .collect();
+            let mut done = vec![work(first)];
+            for handle in handles {
+                // A thread that could not start leaves its part undone: do it all in order.
+                let handle = handle.ok()?;
+                done.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            Some(done)
+        })?;
+        let mut jobs = Vec::with_capacity(parts.iter().flatten().map(|p| p.0.len()).sum());
+        let mut jobs_of: HashMap<usize, Range<usize>> = HashMap::with_capacity(order.len());
+        let mut diags = Vec::new();
+        let mut at = order.iter();
+        for part in parts {
+            let (made, sizes, found) = part?;
+            let mut start = jobs.len();
+            for size in sizes {
+                jobs_of.insert(*at.next()?, start..start + size);
+                start += size;
+            }
+            jobs.extend(made);
+            diags.extend(found);
+        }
+        Some((jobs, jobs_of, diags))
+    }
+
+    /// Gives the jobs of every workflow of `order` that wait for nothing inside their
+    /// workflow the workflow's own dependencies: the jobs of the workflows it depends on
+    /// (before it in `jobs`), and its `name:tag` references.
+    fn link(&self, order: &[usize], jobs: &mut [JobSpec], jobs_of: &HashMap<usize, Range<usize>>) {
+        for &i in order {
+            let wf = &self.workflows[i];
+            if wf.depends_on.is_empty() {
+                continue;
+            }
+            let Some(range) = jobs_of.get(&i) else {
+                continue;
+            };
+            let (before, own) = jobs.split_at_mut(range.start);
+            let own = &mut own[..range.len()];
+            let mut external: Vec<String> = Vec::new();
+            for d in &wf.depends_on {
+                match &d.tag {
+                    Some(_) => external.push(d.reference()),
+                    None => {
+                        let made = self
+                            .index
+                            .get(&d.workflow)
+                            .and_then(|j| jobs_of.get(j))
+                            .and_then(|r| before.get(r.clone()))
+                            .unwrap_or_default();
+                        external.extend(made.iter().map(|j| j.id.clone()));
+                    }
+                }
+            }
+            let waiting: Vec<usize> = (0..own.len())
+                .filter(|&n| own[n].depends_on.is_empty())
+                .collect();
+            // The last of them takes the list; the others get copies.
+            if let Some((&last, rest)) = waiting.split_last() {
+                for &n in rest {
+                    own[n].depends_on.clone_from(&external);
+                }
+                own[last].depends_on = external;
+            }
+        }
+    }
+
     /// Substitutes and materialises workflow `i` into its jobs. `planning` is false for
     /// `validate`, which accepts custom providers whose programs cannot run here.
     fn materialise(
         &self,
         i: usize,
         resolved: &ResolvedOverrides,
-        (planned, jobs_of): (&[JobSpec], &HashMap<usize, Range<usize>>),
         planning: bool,
         budget: &mut Budget,
         diags: &mut Vec<Diagnostic>,
@@ -359,21 +481,6 @@ impl Project {
         for (name, value) in &vars {
             var_env.insert(env_name(name), env_text(value));
         }
-        let mut external: Vec<String> = Vec::new();
-        for d in &wf.depends_on {
-            match &d.tag {
-                Some(_) => external.push(d.reference()),
-                None => {
-                    let made = self
-                        .index
-                        .get(&d.workflow)
-                        .and_then(|j| jobs_of.get(j))
-                        .and_then(|r| planned.get(r.clone()))
-                        .unwrap_or_default();
-                    external.extend(made.iter().map(|j| j.id.clone()));
-                }
-            }
-        }
         let single = jobs.len() == 1;
         let local_ids: Vec<String> = if single {
             Vec::new()
@@ -398,18 +505,13 @@ impl Project {
             } else {
                 format!("{}/{}", wf.name, local_ids[n])
             };
-            let mut deps: Vec<String> = job
+            // Jobs with no dependencies inside the workflow wait for the workflow's own
+            // dependencies: `link` adds them once every workflow's jobs are known.
+            let deps: Vec<String> = job
                 .depends_on
                 .iter()
                 .map(|local| format!("{}/{local}", wf.name))
                 .collect();
-            if deps.is_empty() {
-                if last {
-                    deps = std::mem::take(&mut external);
-                } else {
-                    deps.extend(external.iter().cloned());
-                }
-            }
             let mut env = if last {
                 std::mem::take(&mut var_env)
             } else {
@@ -435,6 +537,14 @@ impl Project {
         jobs
     }
 }
+
+/// The jobs of a plan in the order of its workflows, where the jobs of each workflow are, and
+/// the problems found.
+type Materialised = (Vec<JobSpec>, HashMap<usize, Range<usize>>, Vec<Diagnostic>);
+
+/// Plans of fewer workflows than this per thread are made on one thread: starting one costs
+/// about as much as materialising a few dozen workflows.
+const PARALLEL_WORKFLOWS: usize = 256;
 
 /// A variable's value as environment text: scalars as written, lists and mappings as JSON.
 fn env_text(value: &Node) -> String {
@@ -735,4 +845,151 @@ fn describe_resources(r: &Resources) -> String {
         parts.push(format!("{} shm", format_bytes(s)));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Sources;
+    use crate::params::Params;
+    use crate::provider::{Provider, ProviderRegistry};
+
+    /// Two jobs per workflow, the second waiting for the first.
+    #[derive(Debug)]
+    struct Pair;
+
+    impl Provider for Pair {
+        fn name(&self) -> &str {
+            "pair"
+        }
+
+        fn jobs(&self, params: &mut Params<'_>) -> Vec<JobSpec> {
+            let image = params.required_string("image", "ubuntu");
+            vec![
+                JobSpec {
+                    id: "first".into(),
+                    image: image.clone(),
+                    ..JobSpec::default()
+                },
+                JobSpec {
+                    id: "second".into(),
+                    image,
+                    depends_on: vec!["first".into()],
+                    ..JobSpec::default()
+                },
+            ]
+        }
+    }
+
+    /// `n` workflows: docker, python and two-job ones, each depending on one to three
+    /// earlier ones, some on tagged runs, with variables.
+    fn project(n: usize, broken: Option<usize>) -> Project {
+        let mut workflows = String::from("workflows:\n");
+        let mut variables = String::from("variables:\n  global:\n    seed: 7\n");
+        for i in 0..n {
+            let mut deps: Vec<String> = Vec::new();
+            for d in [i / 2, i.saturating_sub(1), i * 7 / 10] {
+                let d = format!("w{d}");
+                if d != format!("w{i}") && !deps.contains(&d) {
+                    deps.push(d);
+                }
+            }
+            if i % 50 == 0 && i > 0 {
+                deps.push("w0:latest".to_owned());
+            }
+            let seed = if broken == Some(i) {
+                "${{ sed }}"
+            } else {
+                "${{ seed }}"
+            };
+            match i % 3 {
+                0 => workflows.push_str(&format!(
+                    "  - name: w{i}\n    provider: docker\n    image: busybox\n    commands: [\"echo {seed} ${{{{ x }}}}\"]\n"
+                )),
+                1 => workflows.push_str(&format!(
+                    "  - name: w{i}\n    provider: python\n    script: run.py --seed {seed}\n"
+                )),
+                _ => workflows.push_str(&format!("  - name: w{i}\n    provider: pair\n    image: busybox\n")),
+            }
+            if !deps.is_empty() {
+                workflows.push_str(&format!("    depends-on: [{}]\n", deps.join(", ")));
+            }
+            variables.push_str(&format!("  w{i}:\n    x: {i}\n"));
+        }
+        let sources = Sources {
+            workflows: Some(workflows),
+            variables: Some(variables),
+            providers: None,
+        };
+        let mut registry = ProviderRegistry::default();
+        registry.register(Arc::new(Pair));
+        Project::from_sources(".", &sources, registry).expect("loads")
+    }
+
+    #[test]
+    fn materialising_on_threads_makes_the_same_jobs() {
+        let project = project(1500, None);
+        let target = project.index["w1499"];
+        let order = project.closure(target);
+        let resolved = ResolvedOverrides::default();
+        let (mut jobs, jobs_of, diags) = project.materialise_in_order(&order, &resolved);
+        project.link(&order, &mut jobs, &jobs_of);
+        assert!(
+            jobs.len() > order.len(),
+            "two-job workflows are in the plan"
+        );
+        for threads in [2, 3, 5] {
+            let (mut par, par_of, par_diags) = project
+                .materialise_parallel(&order, &resolved, threads)
+                .expect("no error: materialised on threads");
+            project.link(&order, &mut par, &par_of);
+            assert_eq!(par, jobs, "{threads} threads");
+            assert_eq!(par_of, jobs_of);
+            assert_eq!(format!("{par_diags:?}"), format!("{diags:?}"));
+        }
+        // Dependencies: jobs of the workflows depended on, and the tagged runs.
+        let w100 = jobs.iter().find(|j| j.id == "w100").expect("w100");
+        assert_eq!(
+            w100.depends_on,
+            ["w50/first", "w50/second", "w99", "w70", "w0:latest"]
+        );
+        let second = jobs.iter().find(|j| j.id == "w101/second").expect("pair");
+        assert_eq!(second.depends_on, ["w101/first"]);
+        let first = jobs.iter().find(|j| j.id == "w101/first").expect("pair");
+        assert_eq!(first.depends_on, ["w50/first", "w50/second", "w100", "w70"]);
+        // Too few workflows per thread: one thread.
+        let small = project.closure(project.index["w300"]);
+        assert!(project.materialise_parallel(&small, &resolved, 2).is_none());
+    }
+
+    #[test]
+    fn errors_are_found_in_order() {
+        let good = project(1200, None);
+        let order = good.closure(good.index["w1199"]);
+        // With an override: the same on threads.
+        let resolved = Overrides::from_args(&["--seed", "9"])
+            .expect("args")
+            .resolve(&good.variables)
+            .expect("resolves");
+        let (mut jobs, jobs_of, _) = good.materialise_in_order(&order, &resolved);
+        good.link(&order, &mut jobs, &jobs_of);
+        let (mut par, par_of, _) = good
+            .materialise_parallel(&order, &resolved, 2)
+            .expect("no error");
+        good.link(&order, &mut par, &par_of);
+        assert_eq!(par, jobs);
+        assert!(jobs[0].commands[0].contains("echo 9"), "{:?}", jobs[0]);
+        // An undefined variable (found when planning, not when loading) in one workflow.
+        let bad = project(1200, Some(999));
+        let order = bad.closure(bad.index["w1000"]);
+        let resolved = ResolvedOverrides::default();
+        assert!(bad.materialise_parallel(&order, &resolved, 2).is_none());
+        let Err(Error::Invalid(d)) = bad.plan("w1000", &Overrides::new()) else {
+            panic!("an undefined variable")
+        };
+        assert_eq!(d.0.len(), 1, "{d:?}");
+        assert!(d.0[0].message.contains("`sed`"), "{d:?}");
+    }
 }
