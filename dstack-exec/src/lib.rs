@@ -15,6 +15,7 @@ mod download;
 pub mod engine;
 pub mod git;
 pub mod local;
+mod output;
 pub mod providers;
 pub mod slurm;
 

@@ -1071,8 +1071,19 @@ async fn the_gpu_container_spec_as_the_engine_sees_it() {
         Some(port.to_string().as_str())
     );
     let mounts = host.mounts.as_ref().unwrap();
-    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts.len(), 2);
     assert_eq!(mounts[0].target.as_deref(), Some("/workflow"));
+    // The output folder, beside the job's tree in the run's folder.
+    assert_eq!(mounts[1].target.as_deref(), Some(docker::OUTPUT_DIR));
+    let output = mounts[1].source.as_deref().unwrap();
+    assert!(
+        output.ends_with(&format!(
+            "/runs/{}/docker/{}",
+            ran.name,
+            ran.job("train").executor_id.as_deref().unwrap()
+        )),
+        "{mounts:?}"
+    );
     assert!(
         mounts[0]
             .source
@@ -1095,7 +1106,8 @@ async fn the_gpu_container_spec_as_the_engine_sees_it() {
             &[
                 "/bin/sh".to_owned(),
                 "-c".to_owned(),
-                "set -e\nnvidia-smi\n".to_owned()
+                "exec >>/.dstack-output/stdout 2>>/.dstack-output/stderr\nset -e\nnvidia-smi\n"
+                    .to_owned()
             ][..]
         )
     );

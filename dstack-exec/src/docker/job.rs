@@ -1,7 +1,7 @@
 //! One job in one container: create, attach, start, wait, read the state, clean up.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use bollard::container::LogOutput;
@@ -17,18 +17,17 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Address, DockerError, describe, status};
 use super::config::{PullPolicy, UserConfig};
 use super::gpu::{self, Lease};
+use super::output::{self, Follower};
 use super::spec::{self, Context};
 use super::{Inner, images};
 use crate::download;
+use crate::output::Lines;
 
 fn failed(message: impl Into<String>) -> JobOutcome {
     JobOutcome::Failed(FailureReason::Error {
         message: message.into(),
     })
 }
-
-/// Lines longer than this are reported in pieces.
-const MAX_LINE: usize = 64 * 1024;
 
 impl Inner {
     pub(super) async fn run_job(
@@ -106,11 +105,13 @@ impl Inner {
         let (user, home_in_tmp) = self.user_for(tree_owner).await;
         let store = spec::store_id(&spec::store_dir_of(&request.tree));
         let name = spec::container_name(&request.run, &request.job.id, request.attempt);
+        let files = output::host_dir(&request.tree, &name);
         let context = Context {
             store: store.clone(),
             user,
             home_in_tmp,
             gpus: lease.as_ref().map(Lease::device_ids).unwrap_or_default(),
+            output: Some(files.clone()),
         };
         let body = spec::container_body(&request, &image, &self.config, &context);
 
@@ -119,10 +120,29 @@ impl Inner {
         if cancel.is_cancelled() {
             return JobOutcome::Cancelled;
         }
+        // The output files exist, writable by the container's user, before the container.
+        {
+            let dir = files.clone();
+            let user = context.user.clone();
+            match tokio::task::spawn_blocking(move || output::create(&dir, user.as_deref())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    output::remove(&files);
+                    return failed(format!("cannot prepare the job's output files: {message}"));
+                }
+                Err(e) => return failed(format!("preparing the output files failed: {e}")),
+            }
+        }
         // Recorded before the container exists: whatever happens next, `reap` can find it.
         reporter.started(&name);
         // Armed before the request: a future dropped while creating still cleans up.
-        let guard = Guard::new(self, &name);
+        let guard = Guard::new(self, &name, &files);
+        if self.config.keep_containers {
+            reporter.note(&format!(
+                "the output of container {name} is kept in {}",
+                files.display()
+            ));
+        }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self.docker.create_container(Some(options), body).await;
         if let Err(e) = created {
@@ -139,7 +159,7 @@ impl Inner {
             reporter.note(&format!("Docker: {warning}"));
         }
         let outcome = self
-            .attach_start_wait(&request, &name, reporter.clone(), &cancel)
+            .attach_start_wait(&request, &name, &files, reporter.clone(), &cancel)
             .await;
         guard.finish().await;
         drop(lease);
@@ -227,11 +247,13 @@ impl Inner {
         &self,
         request: &JobRequest,
         name: &str,
+        files: &Path,
         reporter: Arc<dyn Reporter>,
         cancel: &CancellationToken,
     ) -> JobOutcome {
         let job = &request.job;
-        // Attached before the start: no output can be missed.
+        // Attached before the start: what the shell or the init say before the output goes
+        // to the files (an error opening them) is not missed either.
         let attach = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdout(true)
@@ -247,6 +269,8 @@ impl Inner {
             }
         };
         let pump = tokio::spawn(pump(output, reporter.clone()));
+        // Kept files are kept whole; others give back what was read as it goes.
+        let follower = Follower::start(files, reporter.clone(), !self.config.keep_containers);
         if cancel.is_cancelled() {
             pump.abort();
             return JobOutcome::Cancelled;
@@ -284,6 +308,7 @@ impl Inner {
             let _ = wait.await;
         }
         // The output ends when the container has exited and everything was read.
+        follower.drain().await;
         let _ = pump.await;
         if cancelled {
             return JobOutcome::Cancelled;
@@ -397,7 +422,9 @@ async fn wait_for_exit(docker: &Docker, name: &str) -> Result<i64, String> {
     }
 }
 
-/// Sends the container's output to the reporter line by line, stdout and stderr apart.
+/// Sends what the container writes to its own stdout and stderr (before the script sends its
+/// output to the files, or when it writes to them directly: the init) to the reporter, line by
+/// line, stdout and stderr apart.
 async fn pump(
     mut output: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
@@ -417,63 +444,6 @@ async fn pump(
     }
     out.flush(reporter.as_ref());
     err.flush(reporter.as_ref());
-}
-
-/// Cuts a stream's chunks into lines (with their newline); lines longer than [`MAX_LINE`]
-/// in pieces; what is left at the end as a last line.
-pub(crate) struct Lines {
-    stream: Stream,
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    pub(crate) fn new(stream: Stream) -> Lines {
-        Lines {
-            stream,
-            partial: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, mut bytes: &[u8], reporter: &dyn Reporter) {
-        while !bytes.is_empty() {
-            let room = MAX_LINE - self.partial.len();
-            let window = &bytes[..bytes.len().min(room)];
-            match memchr_newline(window) {
-                Some(i) => {
-                    let (line, rest) = bytes.split_at(i + 1);
-                    if self.partial.is_empty() {
-                        reporter.log(self.stream, line);
-                    } else {
-                        self.partial.extend_from_slice(line);
-                        reporter.log(self.stream, &self.partial);
-                        self.partial.clear();
-                    }
-                    bytes = rest;
-                }
-                None if window.len() == room => {
-                    self.partial.extend_from_slice(window);
-                    reporter.log(self.stream, &self.partial);
-                    self.partial.clear();
-                    bytes = &bytes[room..];
-                }
-                None => {
-                    self.partial.extend_from_slice(bytes);
-                    bytes = &[];
-                }
-            }
-        }
-    }
-
-    pub(crate) fn flush(&mut self, reporter: &dyn Reporter) {
-        if !self.partial.is_empty() {
-            reporter.log(self.stream, &self.partial);
-            self.partial.clear();
-        }
-    }
-}
-
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// Makes the request's paths absolute (the engine resolves mount sources itself).
@@ -555,10 +525,12 @@ fn make_mount_points(tree: &Path, working_dir: &Path, inputs: &[Input]) -> Resul
 struct Guard {
     armed: Option<(Address, ClientVersion, String, bool)>,
     docker: Docker,
+    /// The output files, removed after the container unless it is kept.
+    files: PathBuf,
 }
 
 impl Guard {
-    fn new(inner: &Inner, name: &str) -> Guard {
+    fn new(inner: &Inner, name: &str, files: &Path) -> Guard {
         Guard {
             armed: Some((
                 inner.address.clone(),
@@ -567,18 +539,25 @@ impl Guard {
                 inner.config.keep_containers,
             )),
             docker: inner.docker.clone(),
+            files: files.to_path_buf(),
         }
     }
 
-    /// Nothing to clean up (the container was never created).
+    /// No container to clean up (it was never created): only the output files.
     fn forget(mut self) {
         self.armed = None;
+        output::remove(&self.files);
     }
 
-    /// The job ended: remove its container (or, kept, make sure it is stopped).
+    /// The job ended: remove its container and output files (or, kept, make sure it is
+    /// stopped).
     async fn finish(mut self) {
         if let Some((_, _, name, keep)) = self.armed.take() {
             super::dispose(&self.docker, &name, keep).await;
+            if !keep {
+                let files = self.files.clone();
+                let _ = tokio::task::spawn_blocking(move || output::remove(&files)).await;
+            }
         }
     }
 }
@@ -588,6 +567,7 @@ impl Drop for Guard {
         let Some((address, version, name, keep)) = self.armed.take() else {
             return;
         };
+        let files = self.files.clone();
         let cleanup = move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -600,6 +580,9 @@ impl Drop for Guard {
                     super::dispose(&docker, &name, keep).await;
                 }
             });
+            if !keep {
+                output::remove(&files);
+            }
         };
         // Joined, so that a process on its way out still removes the container.
         let _ = std::thread::spawn(cleanup).join();
@@ -608,62 +591,7 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<(Stream, Vec<u8>)>>);
-
-    impl Reporter for Collect {
-        fn started(&self, _: &str) {}
-        fn log(&self, stream: Stream, bytes: &[u8]) {
-            self.0.lock().expect("lock").push((stream, bytes.to_vec()));
-        }
-        fn note(&self, _: &str) {}
-    }
-
-    #[test]
-    fn chunks_become_lines() {
-        let r = Collect::default();
-        let mut lines = Lines::new(Stream::Stdout);
-        lines.push(b"one\ntw", &r);
-        lines.push(b"o\nthree", &r);
-        lines.push(b"\n\nfour", &r);
-        lines.flush(&r);
-        let got: Vec<Vec<u8>> =
-            r.0.lock()
-                .expect("lock")
-                .iter()
-                .map(|(_, b)| b.clone())
-                .collect();
-        assert_eq!(
-            got,
-            vec![
-                b"one\n".to_vec(),
-                b"two\n".to_vec(),
-                b"three\n".to_vec(),
-                b"\n".to_vec(),
-                b"four".to_vec()
-            ]
-        );
-    }
-
-    #[test]
-    fn long_lines_come_in_pieces() {
-        let r = Collect::default();
-        let mut lines = Lines::new(Stream::Stderr);
-        let long = vec![b'x'; MAX_LINE * 2 + 10];
-        lines.push(&long[..100], &r);
-        lines.push(&long[100..], &r);
-        lines.push(b"\n", &r);
-        let got = r.0.lock().expect("lock");
-        assert_eq!(
-            got.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
-            vec![MAX_LINE, MAX_LINE, 11]
-        );
-        assert!(got.iter().all(|(s, _)| *s == Stream::Stderr));
-    }
 
     #[test]
     fn mount_points_replace_and_refuse_symlinks() {

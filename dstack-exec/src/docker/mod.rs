@@ -34,6 +34,7 @@ mod config;
 pub mod gpu;
 mod images;
 mod job;
+mod output;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,7 +56,7 @@ pub use config::{DEFAULT_STOP_TIMEOUT, DockerConfig, GpuConfig, PullPolicy, User
 use gpu::GpuPool;
 pub use spec::{
     LABEL_ATTEMPT, LABEL_HELPER, LABEL_JOB, LABEL_RUN, LABEL_STORE, LABEL_WORKFLOW, NAME_PREFIX,
-    WORKFLOW_DIR, store_id,
+    OUTPUT_DIR, WORKFLOW_DIR, store_id,
 };
 
 use crate::Selected;
@@ -306,10 +307,19 @@ impl Inner {
         }
     }
 
-    /// Removes a container (killing it first if it runs), or with `keep-containers` only
-    /// kills it. Errors are logged: the container may be gone already.
+    /// Removes a container (killing it first if it runs) and its output files, or with
+    /// `keep-containers` only kills it. Errors are logged: the container may be gone already.
     async fn dispose(&self, name: &str) {
-        dispose(&self.docker, name, self.config.keep_containers).await;
+        let keep = self.config.keep_containers;
+        let files = if keep {
+            None
+        } else {
+            output::dir_of(&self.docker, name).await
+        };
+        dispose(&self.docker, name, keep).await;
+        if let Some(dir) = files {
+            let _ = tokio::task::spawn_blocking(move || output::remove(&dir)).await;
+        }
     }
 }
 

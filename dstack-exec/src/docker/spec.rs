@@ -12,6 +12,7 @@ use bollard::models::{
 use dstack_core::run::JobRequest;
 
 use super::config::DockerConfig;
+pub use super::output::OUTPUT_DIR;
 use crate::local;
 
 /// Every container of this executor starts with it; it is what `reap` accepts.
@@ -126,6 +127,9 @@ pub(crate) struct Context {
     pub home_in_tmp: bool,
     /// GPUs handed to the job (device ids).
     pub gpus: Vec<String>,
+    /// The host folder of the job's output files (see [`super::output`]), mounted at
+    /// [`OUTPUT_DIR`]; the script's output goes there. `None`: to the attach stream.
+    pub output: Option<PathBuf>,
 }
 
 /// The labels of a job's container.
@@ -167,6 +171,18 @@ pub(crate) fn container_body(
         read_only: Some(false),
         ..Mount::default()
     }];
+    let mut script = local::script(job);
+    if let Some(output) = &context.output {
+        mounts.push(Mount {
+            target: Some(OUTPUT_DIR.to_owned()),
+            source: Some(output.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Mount::default()
+        });
+        // Only what the shell or the init say before this line goes to the attach stream.
+        script = format!("exec >>{OUTPUT_DIR}/stdout 2>>{OUTPUT_DIR}/stderr\n{script}");
+    }
     for input in &request.inputs {
         mounts.push(Mount {
             target: Some(in_container(&[&job.working_dir, &input.path])),
@@ -213,11 +229,7 @@ pub(crate) fn container_body(
         image: Some(image.to_owned()),
         // The image's entrypoint would receive the script as arguments: the commands are the
         // whole program, as with the local executor.
-        entrypoint: Some(vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            local::script(job),
-        ]),
+        entrypoint: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script]),
         working_dir: Some(working_dir),
         env: Some(env),
         user: context.user.clone(),
@@ -246,9 +258,9 @@ pub(crate) fn container_body(
             init: Some(true),
             privileged: Some(false),
             auto_remove: Some(false),
-            // The output goes to dstack's log store through the attached stream; the engine's
-            // own copy (a JSON file as large again) only serves `docker logs` on kept
-            // containers, and halves the throughput.
+            // The output goes to dstack's log store through files (and, for what comes before
+            // the redirection, the attached stream); the engine's own copy (a JSON file) only
+            // serves `docker logs` on kept containers.
             log_config: (!config.keep_containers).then(|| HostConfigLogConfig {
                 typ: Some("none".to_owned()),
                 config: None,
@@ -315,6 +327,7 @@ mod tests {
                 user: Some("1000:1000".into()),
                 home_in_tmp: true,
                 gpus: vec!["GPU-1".into()],
+                output: Some("/state/runs/cowardly-goose-1/docker/dstack-x".into()),
             },
         );
         assert_eq!(body.image.as_deref(), Some("ubuntu"));
@@ -323,7 +336,9 @@ mod tests {
             Some(vec![
                 "/bin/sh".into(),
                 "-c".into(),
-                "set -e\nmkdir -p output\necho hi > output/x\n".into()
+                "exec >>/.dstack-output/stdout 2>>/.dstack-output/stderr\n\
+                 set -e\nmkdir -p output\necho hi > output/x\n"
+                    .into()
             ])
         );
         assert_eq!(body.cmd, None);
@@ -361,7 +376,7 @@ mod tests {
         assert_eq!(
             host.log_config.and_then(|l| l.typ).as_deref(),
             Some("none"),
-            "output is attached, not logged twice"
+            "output is in dstack's files, not logged twice"
         );
         let mounts: Vec<_> = host
             .mounts
@@ -381,6 +396,11 @@ mod tests {
                 (
                     "/state/runs/cowardly-goose-1/jobs/train__0".into(),
                     "/workflow".into(),
+                    Some(false)
+                ),
+                (
+                    "/state/runs/cowardly-goose-1/docker/dstack-x".into(),
+                    "/.dstack-output".into(),
                     Some(false)
                 ),
                 (
@@ -417,6 +437,14 @@ mod tests {
             ..DockerConfig::default()
         };
         let body = container_body(&r, "img", &config, &Context::default());
+        // No output folder: the script as it is, its output attached.
+        assert_eq!(
+            body.entrypoint
+                .as_ref()
+                .and_then(|e| e.last())
+                .map(String::as_str),
+            Some("set -e\nmkdir -p output\necho hi > output/x\n")
+        );
         assert_eq!(body.working_dir.as_deref(), Some("/workflow"));
         assert_eq!(body.user, None);
         assert!(

@@ -1,7 +1,6 @@
 //! Following one submitted job to its end: its start, its output (streamed from the files on
 //! the shared file system), its retries, its cancellation, its outcome.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::Inner;
 use super::layout::Layout;
 use super::state::{self, Cancelled, Phase, Seen, Status};
+use crate::output::FileTail;
 
 /// At most this much output is read per file and turn (a job that prints gigabytes is
 /// streamed over several turns).
 const READ_LIMIT: u64 = 4 << 20;
-
-/// Lines longer than this are reported in pieces.
-const LINE_LIMIT: usize = 64 * 1024;
 
 /// Follows the job `executor_id` to its end.
 pub(super) async fn attach(
@@ -224,19 +221,10 @@ fn publish(shared: &Path, store: &Path, paths: &[String]) -> Result<(), FailureR
 /// `offsets`, so a re-attached job's output is not reported twice).
 struct Output {
     offsets: PathBuf,
-    streams: [Tail; 2],
+    streams: [FileTail; 2],
     retries: PathBuf,
     retries_seen: u64,
     saved: (u64, u64, u64),
-}
-
-struct Tail {
-    path: PathBuf,
-    stream: Stream,
-    /// Bytes read from the file.
-    offset: u64,
-    /// The start of a line not complete yet.
-    partial: Vec<u8>,
 }
 
 impl Output {
@@ -251,18 +239,10 @@ impl Output {
         Output {
             offsets,
             streams: [
-                Tail {
-                    path: dir.join("stdout"),
-                    stream: Stream::Stdout,
-                    offset: at(0),
-                    partial: Vec::new(),
-                },
-                Tail {
-                    path: dir.join("stderr"),
-                    stream: Stream::Stderr,
-                    offset: at(1),
-                    partial: Vec::new(),
-                },
+                // Opened at every read: a client of a shared file system sees the node's
+                // writes only when it opens the file.
+                FileTail::new(dir.join("stdout"), Stream::Stdout, at(0), false),
+                FileTail::new(dir.join("stderr"), Stream::Stderr, at(1), false),
             ],
             retries: dir.join("retries"),
             retries_seen: at(2),
@@ -273,7 +253,10 @@ impl Output {
     /// Reports what is new: complete lines, and retries.
     fn read(&mut self, spec: &dstack_core::JobSpec, reporter: &dyn Reporter) {
         for tail in &mut self.streams {
-            tail.read(reporter);
+            // A truncated file is read again once it is longer than what was read of it.
+            if let Err(e) = tail.read(READ_LIMIT, reporter) {
+                tracing::debug!("cannot read `{}`: {e}", tail.path().display());
+            }
         }
         if let Ok(text) = std::fs::read_to_string(&self.retries) {
             let lines: Vec<&str> = text.lines().collect();
@@ -291,10 +274,7 @@ impl Output {
     /// Reports the last, unfinished line of each stream.
     fn finish(&mut self, reporter: &dyn Reporter) {
         for tail in &mut self.streams {
-            if !tail.partial.is_empty() {
-                reporter.log(tail.stream, &tail.partial);
-                tail.partial.clear();
-            }
+            tail.finish(reporter);
         }
         self.save();
     }
@@ -311,47 +291,6 @@ impl Output {
             if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &self.offsets).is_ok() {
                 self.saved = now;
             }
-        }
-    }
-}
-
-impl Tail {
-    /// Bytes reported so far (what a later attach starts from).
-    fn reported(&self) -> u64 {
-        self.offset - self.partial.len() as u64
-    }
-
-    fn read(&mut self, reporter: &dyn Reporter) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if len <= self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut bytes = Vec::new();
-        if file.take(READ_LIMIT).read_to_end(&mut bytes).is_err() {
-            return;
-        }
-        self.offset += bytes.len() as u64;
-        self.partial.extend_from_slice(&bytes);
-        let complete = self
-            .partial
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        for line in self.partial[..complete].split_inclusive(|&b| b == b'\n') {
-            for piece in line.chunks(LINE_LIMIT) {
-                reporter.log(self.stream, piece);
-            }
-        }
-        self.partial.drain(..complete);
-        // A line that never ends is reported in pieces rather than held forever.
-        while self.partial.len() >= LINE_LIMIT {
-            let piece: Vec<u8> = self.partial.drain(..LINE_LIMIT).collect();
-            reporter.log(self.stream, &piece);
         }
     }
 }

@@ -1,0 +1,343 @@
+//! A job's output through files: the container's stdout and stderr are appended to two files
+//! on a bind mount, which dstack follows as they grow. The engine copies nothing (its attach
+//! stream moved every byte through containerd's FIFOs and dockerd, at about half the speed).
+//!
+//! - **Where.** On the host, `STORE/runs/RUN/docker/CONTAINER/{stdout,stderr}` (beside the
+//!   job's tree, [`host_dir`]); in the container, the folder is mounted at [`OUTPUT_DIR`] and
+//!   the job's shell starts with `exec >>OUTPUT_DIR/stdout 2>>OUTPUT_DIR/stderr`. Both files
+//!   exist before the container does, writable by the container's user ([`create`]).
+//! - **Following.** One thread per job reads both files from where it stopped (chunks of
+//!   256 KiB, at most 4 MiB per file and turn), and when there is nothing new, waits 2 ms,
+//!   doubling up to 50 ms. Lines go to the [`Reporter`] as they did from the attach stream:
+//!   stdout and stderr apart, each in order. After the container has exited, [`Follower::drain`]
+//!   reads both files to their end (nothing in the container can write any more: its init
+//!   has exited, and with it every process of its PID namespace) and reports the unfinished
+//!   last lines.
+//! - **Disk.** What was reported is given back to the file system as it goes (holes punched
+//!   every 8 MiB, the files' lengths unchanged), so a job printing gigabytes holds a few MiB of
+//!   disk, not gigabytes. Not with `keep-containers`: the files are kept whole.
+//! - **Truncation.** A command that opens `/dev/stdout` or `/dev/stderr` with `>` truncates the
+//!   file (with the attach stream it was a pipe): the follower sees the file shorter than what it
+//!   read, says so once, and reads the file again from its start. Output written between its
+//!   last read and the truncation is lost.
+//! - **Cleanup.** The folder is removed with the container ([`remove`]); with
+//!   `keep-containers`, both stay. A container left by a crashed driver is found by its mount
+//!   ([`dir_of`]) when it is reaped.
+
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bollard::Docker;
+use dstack_core::run::{Reporter, Stream};
+
+use crate::output::FileTail;
+
+/// Where the output folder is mounted in the container.
+pub const OUTPUT_DIR: &str = "/.dstack-output";
+
+/// At most this much is read of one file before the other one is read.
+const BURST: u64 = 4 << 20;
+/// Disk blocks of what was reported are given back every time this much more was reported.
+const RELEASE_EVERY: u64 = 8 << 20;
+/// Waits between reads that found nothing: from the first to the last, doubling.
+const IDLE_FIRST: Duration = Duration::from_millis(2);
+const IDLE_LAST: Duration = Duration::from_millis(50);
+
+/// The host folder of container `name`'s output files: `STORE/runs/RUN/docker/NAME` when the
+/// tree is a run's (`STORE/runs/RUN/jobs/JOB`), else `.NAME.output` beside the tree.
+pub(crate) fn host_dir(tree: &Path, name: &str) -> PathBuf {
+    let jobs = tree.parent();
+    match jobs.and_then(Path::parent) {
+        Some(run) if jobs.and_then(Path::file_name).is_some_and(|n| n == "jobs") => {
+            run.join("docker").join(name)
+        }
+        _ => jobs.unwrap_or(tree).join(format!(".{name}.output")),
+    }
+}
+
+/// Whether `dir` is an output folder of container `name` (what [`host_dir`] gives).
+fn is_output_dir(dir: &Path, name: &str) -> bool {
+    dir.file_name().is_some_and(|n| {
+        n.to_str()
+            .is_some_and(|n| n == name || n == format!(".{name}.output"))
+    })
+}
+
+/// The container's user as numbers, when it is given as numbers (`UID` or `UID:GID`).
+fn numeric_user(user: Option<&str>) -> Option<(u32, Option<u32>)> {
+    let user = user?;
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = uid.parse().ok()?;
+    let gid = match gid {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid, gid))
+}
+
+/// Creates the folder `dir` and the empty files `stdout` and `stderr` in it, writable by the
+/// container's `user` (`None`: the image's). A user given as numbers that is us, or that we
+/// (root) make the owner, gets private files (folder 0700, files 0600); any other user (a name,
+/// the image's) gets files that everyone may append to but only we may read (0622, in a
+/// folder 0711 whose content cannot be listed).
+pub(crate) fn create(dir: &Path, user: Option<&str>) -> Result<(), String> {
+    let fail = |what: &Path, e: std::io::Error| format!("cannot create `{}`: {e}", what.display());
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(dir, e))?;
+    let me = std::fs::metadata(dir).map_err(|e| fail(dir, e))?.uid();
+    let owner = match numeric_user(user) {
+        Some((uid, _)) if uid == me => Some(None),
+        Some((uid, gid)) if me == 0 => Some(Some((uid, gid))),
+        _ => None,
+    };
+    let (dir_mode, file_mode) = if owner.is_some() {
+        (0o700, 0o600)
+    } else {
+        (0o711, 0o622)
+    };
+    let set = |path: &Path, mode: u32| -> Result<(), String> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail(path, e))?;
+        if let Some(Some((uid, gid))) = owner {
+            std::os::unix::fs::chown(path, Some(uid), gid).map_err(|e| fail(path, e))?;
+        }
+        Ok(())
+    };
+    for name in ["stdout", "stderr"] {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| fail(&path, e))?;
+        set(&path, file_mode)?;
+    }
+    set(dir, dir_mode)
+}
+
+/// Removes an output folder (gone already is fine).
+pub(crate) fn remove(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove the output files `{}`: {e}", dir.display());
+    }
+}
+
+/// The output folder of a container (by name or id), read from its mounts: for containers
+/// that a crashed driver left.
+pub(crate) async fn dir_of(docker: &Docker, container: &str) -> Option<PathBuf> {
+    let inspected = docker.inspect_container(container, None).await.ok()?;
+    let name = inspected.name?;
+    let name = name.trim_start_matches('/');
+    let source = inspected
+        .mounts?
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some(OUTPUT_DIR))?
+        .source?;
+    let dir = PathBuf::from(source);
+    is_output_dir(&dir, name).then_some(dir)
+}
+
+/// Follows a job's two output files in a thread of its own. Dropped without [`drain`]
+/// (the job's future dropped, the start failed), the thread stops at its next turn.
+///
+/// [`drain`]: Follower::drain
+pub(crate) struct Follower {
+    control: Option<mpsc::Sender<()>>,
+    thread: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Starts following the files in `dir`; `release`: give back the disk blocks of what was
+    /// reported.
+    pub(crate) fn start(dir: &Path, reporter: Arc<dyn Reporter>, release: bool) -> Follower {
+        let (control, rx) = mpsc::channel();
+        let tail = |name: &str, stream: Stream| {
+            let tail = FileTail::new(dir.join(name), stream, 0, true);
+            if release { tail.releasing() } else { tail }
+        };
+        let tails = [
+            tail("stdout", Stream::Stdout),
+            tail("stderr", Stream::Stderr),
+        ];
+        let thread =
+            tokio::task::spawn_blocking(move || follow(tails, reporter.as_ref(), release, &rx));
+        Follower {
+            control: Some(control),
+            thread: Some(thread),
+        }
+    }
+
+    /// The container has exited: reads both files to their end, reports the last lines.
+    pub(crate) async fn drain(mut self) {
+        // The sender lives until the thread is done: its end would mean "stop now".
+        let control = self.control.take();
+        if let Some(control) = &control {
+            let _ = control.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.await;
+        }
+        drop(control);
+    }
+}
+
+/// The follower's loop: reads what is new until told to drain (`()`: then to the end) or
+/// until its sender is gone (then at once).
+fn follow(
+    mut tails: [FileTail; 2],
+    reporter: &dyn Reporter,
+    release: bool,
+    control: &mpsc::Receiver<()>,
+) {
+    let mut released = [0u64; 2];
+    let mut release = release;
+    let mut told = [false; 2];
+    let mut draining = false;
+    let mut idle = IDLE_FIRST;
+    loop {
+        let mut progress = false;
+        for (i, tail) in tails.iter_mut().enumerate() {
+            match tail.read(BURST, reporter) {
+                Ok(read) if read.truncated => {
+                    if !told[i] {
+                        told[i] = true;
+                        reporter.note(&format!(
+                            "the job truncated its {} (a command that opens /dev/{} with `>`?): output written just before may be missing",
+                            name(i),
+                            name(i)
+                        ));
+                    }
+                    tail.restart();
+                    released[i] = 0;
+                    progress = true;
+                }
+                Ok(read) => progress |= read.bytes > 0,
+                Err(e) => {
+                    if !told[i] {
+                        told[i] = true;
+                        reporter.note(&format!(
+                            "cannot read the job's {} from `{}`: {e}",
+                            name(i),
+                            tail.path().display()
+                        ));
+                    }
+                }
+            }
+            if release && tail.reported() >= released[i] + RELEASE_EVERY {
+                match tail.release_reported(released[i]) {
+                    Ok((to, true)) => released[i] = to,
+                    Ok((_, false)) => release = false,
+                    Err(e) => {
+                        tracing::debug!("cannot punch holes in `{}`: {e}", tail.path().display());
+                        release = false;
+                    }
+                }
+            }
+        }
+        if progress {
+            idle = IDLE_FIRST;
+            if draining {
+                continue;
+            }
+            match control.try_recv() {
+                Ok(()) => draining = true,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            continue;
+        }
+        if draining {
+            break;
+        }
+        match control.recv_timeout(idle) {
+            Ok(()) => draining = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => idle = (idle * 2).min(IDLE_LAST),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    for tail in &mut tails {
+        tail.finish(reporter);
+    }
+}
+
+fn name(i: usize) -> &'static str {
+    if i == 0 { "stdout" } else { "stderr" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_beside_the_tree() {
+        assert_eq!(
+            host_dir(Path::new("/s/runs/r-1/jobs/train__0"), "dstack-r-1-x"),
+            Path::new("/s/runs/r-1/docker/dstack-r-1-x")
+        );
+        assert_eq!(
+            host_dir(Path::new("/tmp/scratch/tree"), "dstack-p"),
+            Path::new("/tmp/scratch/.dstack-p.output")
+        );
+        assert!(is_output_dir(
+            Path::new("/s/runs/r/docker/dstack-a"),
+            "dstack-a"
+        ));
+        assert!(is_output_dir(
+            Path::new("/tmp/.dstack-a.output"),
+            "dstack-a"
+        ));
+        assert!(!is_output_dir(Path::new("/home/me"), "dstack-a"));
+    }
+
+    #[test]
+    fn users_as_numbers() {
+        assert_eq!(numeric_user(Some("1000")), Some((1000, None)));
+        assert_eq!(numeric_user(Some("1000:50")), Some((1000, Some(50))));
+        assert_eq!(numeric_user(Some("nobody")), None);
+        assert_eq!(numeric_user(Some("1000:staff")), None);
+        assert_eq!(numeric_user(None), None);
+    }
+
+    #[test]
+    fn files_for_the_user() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = tempfile::tempdir().expect("tempdir");
+        let me = std::fs::metadata(root.path()).expect("meta").uid();
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").mode() & 0o777;
+
+        let private = root.path().join("a/docker/mine");
+        create(&private, Some(&me.to_string())).expect("create");
+        assert_eq!(mode(&private), 0o700);
+        assert_eq!(mode(&private.join("stdout")), 0o600);
+        assert_eq!(
+            std::fs::metadata(private.join("stderr"))
+                .expect("meta")
+                .len(),
+            0
+        );
+
+        let named = root.path().join("named");
+        create(&named, Some("nobody")).expect("create");
+        assert_eq!(mode(&named), 0o711);
+        assert_eq!(mode(&named.join("stdout")), 0o622);
+        assert_eq!(mode(&named.join("stderr")), 0o622);
+        // Never two jobs in one folder.
+        assert!(create(&named, None).is_err());
+        remove(&named);
+        assert!(!named.exists());
+        remove(&named);
+    }
+}
