@@ -184,6 +184,28 @@ impl Project {
         vec![format!("{LABEL_STORE}={}", docker::store_id(&self.state))]
     }
 
+    /// Every output folder of this store's jobs (`runs/RUN/docker/CONTAINER`), with the files
+    /// in it and their lengths.
+    fn output_files(&self) -> Vec<(PathBuf, u64)> {
+        let mut found = Vec::new();
+        for run in std::fs::read_dir(self.state.join("runs"))
+            .into_iter()
+            .flatten()
+        {
+            let docker = run.unwrap().path().join("docker");
+            for dir in std::fs::read_dir(docker).into_iter().flatten() {
+                let dir = dir.unwrap().path();
+                found.push((dir.clone(), 0));
+                for file in std::fs::read_dir(&dir).into_iter().flatten() {
+                    let file = file.unwrap().path();
+                    let len = std::fs::metadata(&file).map_or(0, |m| m.len());
+                    found.push((file, len));
+                }
+            }
+        }
+        found
+    }
+
     /// Runs `workflow` with the Docker executor to its end.
     async fn run(&self, workflow: &str) -> Ran {
         self.run_with(
@@ -539,6 +561,243 @@ async fn out_of_memory_is_reported_with_the_limit() {
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.reason.as_deref(), Some("out of memory (limit 32 MiB)"));
     assert_eq!(ran.lines("hog", Stream::Stdout), vec!["starting"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output (through files on a bind mount, see `docker::OUTPUT_DIR`)
+// ---------------------------------------------------------------------------------------------
+
+/// Each stream keeps its order, the two stay apart, long lines come in pieces, the last line
+/// without a newline arrives, and nothing of the output files is left after the job.
+#[tokio::test]
+async fn output_keeps_its_order_and_its_streams() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let p = Project::new(&busybox(
+        "workflows:
+  - name: talk
+    provider: docker
+    image: IMAGE
+    commands:
+      - i=0; while [ $i -lt 500 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done
+      - head -c 150000 /dev/zero | tr '\\0' x; echo
+      - printf 'last without newline'
+",
+    ));
+    let ran = p.run("talk").await;
+    ran.succeeded().nothing_left(&docker).await;
+    let out = ran.lines("talk", Stream::Stdout);
+    let err = ran.lines("talk", Stream::Stderr);
+    let expected: Vec<String> = (0..500).map(|i| format!("out {i}")).collect();
+    assert_eq!(out[..500], expected[..]);
+    let lengths: Vec<usize> = out[500..out.len() - 1].iter().map(String::len).collect();
+    assert_eq!(lengths, [65536, 65536, 150_000 - 2 * 65536]);
+    assert_eq!(out.last().map(String::as_str), Some("last without newline"));
+    let expected: Vec<String> = (0..500).map(|i| format!("err {i}")).collect();
+    assert_eq!(err, expected);
+    assert!(p.output_files().is_empty(), "{:?}", p.output_files());
+}
+
+/// Tens of megabytes arrive whole: every byte, in order (the follower gives back the disk
+/// blocks of what it read as it goes: the offsets stay right).
+#[tokio::test]
+async fn a_large_output_arrives_whole() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let p = Project::new(&busybox(
+        "workflows:
+  - name: big
+    provider: docker
+    image: IMAGE
+    commands:
+      - i=0; while [ $i -lt 1000 ]; do echo \"stderr line $i\" >&2; i=$((i+1)); done &
+      - seq 1 4000000
+      - wait
+",
+    ));
+    let ran = p.run("big").await;
+    ran.succeeded().nothing_left(&docker).await;
+    let out = ran.lines("big", Stream::Stdout);
+    assert_eq!(out.len(), 4_000_000);
+    let bytes: usize = out.iter().map(|l| l.len() + 1).sum();
+    // `seq 1 4000000`: 9 one-digit numbers, 90 of two digits... with their newlines.
+    let expected: usize = (1..=4_000_000u32).map(|n| n.to_string().len() + 1).sum();
+    assert_eq!(bytes, expected);
+    assert!(
+        out.iter()
+            .enumerate()
+            .all(|(i, l)| l.parse::<usize>().ok() == Some(i + 1)),
+        "in order, none missing or twice"
+    );
+    let err = ran.lines("big", Stream::Stderr);
+    let expected: Vec<String> = (0..1000).map(|i| format!("stderr line {i}")).collect();
+    assert_eq!(err, expected);
+    assert!(p.output_files().is_empty(), "{:?}", p.output_files());
+}
+
+/// A background process still writing when the script ends dies with the container (as with
+/// the local executor, and as with the attach stream before): the job ends with its script,
+/// and what the process wrote until then is kept, in order, each line once.
+#[tokio::test]
+async fn background_output_ends_with_the_script() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let p = Project::new(&busybox(
+        "workflows:
+  - name: bg
+    provider: docker
+    image: IMAGE
+    commands:
+      - (i=0; while true; do echo \"bg $i\"; i=$((i+1)); done) &
+      - (sleep 600; echo never) &
+      - until [ -s /.dstack-output/stdout ]; do sleep 0.1; done
+      - echo main done >&2
+",
+    ));
+    let ran = p.run("bg").await;
+    ran.succeeded().nothing_left(&docker).await;
+    let out = ran.lines("bg", Stream::Stdout);
+    assert!(!out.is_empty());
+    // The last line may be cut where the process was killed.
+    let complete = &out[..out.len() - 1];
+    for (i, line) in complete.iter().enumerate() {
+        assert_eq!(line, &format!("bg {i}"), "in order, each once");
+    }
+    assert!(!out.iter().any(|l| l == "never"));
+    assert_eq!(ran.lines("bg", Stream::Stderr), vec!["main done"]);
+}
+
+/// A command that opens `/dev/stderr` with `>` truncates the output file (a pipe before):
+/// what comes after still arrives, in order, nothing twice.
+#[tokio::test]
+async fn a_job_that_truncates_its_output() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let p = Project::new(&busybox(
+        "workflows:
+  - name: trunc
+    provider: docker
+    image: IMAGE
+    commands:
+      - echo before >&2
+      - echo reopened > /dev/stderr
+      - i=0; while [ $i -lt 100 ]; do echo \"after $i\" >&2; i=$((i+1)); done
+      - echo out stays
+",
+    ));
+    let ran = p.run("trunc").await;
+    ran.succeeded().nothing_left(&docker).await;
+    let err = ran.lines("trunc", Stream::Stderr);
+    let expected: Vec<String> = (0..100).map(|i| format!("after {i}")).collect();
+    assert_eq!(err[err.len() - 100..], expected[..], "{err:?}");
+    assert!(
+        err.iter().filter(|l| *l == "reopened").count() == 1,
+        "{err:?}"
+    );
+    assert!(
+        err.iter().filter(|l| *l == "before").count() <= 1,
+        "{err:?}"
+    );
+    assert_eq!(ran.lines("trunc", Stream::Stdout), vec!["out stays"]);
+}
+
+/// A user that dstack knows only by the image (so it cannot own the files): the files let
+/// anyone append, and the job's output arrives.
+#[tokio::test]
+async fn an_image_user_unknown_to_dstack_writes_its_output() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let image = "dstack-busybox-user4321:test";
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("FROM {BUSYBOX}\nUSER 4321:4321\n").as_bytes())
+        .unwrap();
+    assert!(build.wait().unwrap().success(), "docker build");
+    let p = Project::new(&format!(
+        "workflows:
+  - name: who
+    provider: docker
+    image: {image}
+    commands:
+      - echo \"$(id -u):$(id -g)\"
+      - echo to-err >&2
+"
+    ))
+    .with(DockerConfig {
+        user: UserConfig::Image,
+        ..DockerConfig::default()
+    });
+    let ran = p.run("who").await;
+    ran.succeeded().nothing_left(&docker).await;
+    assert_eq!(ran.lines("who", Stream::Stdout), vec!["4321:4321"]);
+    assert_eq!(ran.lines("who", Stream::Stderr), vec!["to-err"]);
+    assert!(p.output_files().is_empty(), "{:?}", p.output_files());
+}
+
+/// Cancelled while it prints as fast as it can: no container, no output files, and the
+/// output until the stop in the log.
+#[tokio::test]
+async fn cancelled_mid_output_leaves_no_container_and_no_files() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let p = Arc::new(Project::new(&busybox(
+        "workflows:
+  - name: chatty
+    provider: docker
+    image: IMAGE
+    commands:
+      - seq 1 1000000000
+",
+    )));
+    let labels = p.labels();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (p, cancel) = (p.clone(), cancel.clone());
+        async move {
+            p.run_with(
+                "chatty",
+                &Overrides::new(),
+                RunOptions::default(),
+                cancel,
+                CancellationToken::new(),
+            )
+            .await
+        }
+    });
+    wait_for("output in the files", || {
+        let p = p.clone();
+        async move {
+            p.output_files()
+                .iter()
+                .any(|(f, len)| f.ends_with("stdout") && *len > 1_000_000)
+        }
+    })
+    .await;
+    cancel.cancel();
+    let ran = run.await.unwrap();
+    ran.nothing_left(&docker).await;
+    assert!(containers(&docker, &labels).await.is_empty());
+    assert_eq!(ran.job("chatty").status, JobStatus::Stopped);
+    assert!(p.output_files().is_empty(), "{:?}", p.output_files());
+    let out = ran.lines("chatty", Stream::Stdout);
+    assert!(out.len() > 1000, "{}", out.len());
+    let complete = &out[..out.len() - 1];
+    assert!(
+        complete
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.parse::<usize>().ok() == Some(i + 1)),
+        "in order, each once"
+    );
 }
 
 /// `cpu`, `memory` and `shm_size` as the job sees them: the cgroup's CPU quota (v2
@@ -929,9 +1188,28 @@ async fn kept_containers_stay_stopped() {
     assert_eq!(kept.len(), 1);
     let c = &kept[0];
     assert_eq!(c.state.as_ref().and_then(|s| s.running), Some(false));
+    let name = ran.job("once").executor_id.clone().unwrap();
     assert_eq!(
         c.name.as_deref().map(|n| n.trim_start_matches('/')),
-        ran.job("once").executor_id.as_deref()
+        Some(name.as_str())
+    );
+    // Its output files stay beside it, and the run says where.
+    let files = ran
+        .engine
+        .store()
+        .run_dir(&ran.name)
+        .join("docker")
+        .join(&name);
+    assert_eq!(
+        std::fs::read_to_string(files.join("stdout")).unwrap(),
+        "kept\n"
+    );
+    assert!(
+        ran.notes()
+            .iter()
+            .any(|n| n.contains(&files.display().to_string())),
+        "{:?}",
+        ran.notes()
     );
     remove(&docker, c.id.as_deref().unwrap()).await;
 }

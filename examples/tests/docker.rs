@@ -106,6 +106,21 @@ impl Project {
             .collect()
     }
 
+    /// The output folders of this store's containers (`runs/RUN/docker/CONTAINER`).
+    fn output_dirs(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for run in std::fs::read_dir(self.state.join("runs"))
+            .into_iter()
+            .flatten()
+        {
+            let docker = run.unwrap().path().join("docker");
+            for dir in std::fs::read_dir(docker).into_iter().flatten() {
+                found.push(dir.unwrap().path());
+            }
+        }
+        found
+    }
+
     fn running(&self) -> Vec<String> {
         self.containers()
             .into_iter()
@@ -205,6 +220,17 @@ const SLEEPY: &str = "workflows:
       - echo finished
 ";
 
+/// Prints a numbered line every 10 ms until `resume-now` exists in its tree, then 100 more.
+const TICKING: &str = "workflows:
+  - name: ticking
+    provider: docker
+    image: IMAGE
+    commands:
+      - i=0; while [ ! -f resume-now ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.01; done
+      - i=0; while [ $i -lt 100 ]; do echo \"end $i\"; i=$((i+1)); done
+      - echo finished
+";
+
 fn stopped_by(signal: Signal) {
     let p = Project::new(SLEEPY);
     let dstack = p.spawn(&["run", "sleepy", "--executor", "docker"]);
@@ -246,7 +272,48 @@ fn a_crashed_driver_is_cleaned_up_by_resume() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("finished"), "{out}");
     assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert!(p.output_dirs().is_empty(), "{:?}", p.output_dirs());
     assert_eq!(p.ps(&run)["status"], "done");
+}
+
+/// The driver dies while its container prints: the container goes on writing its output
+/// files (nothing depends on the driver's process); `resume` removes the container and its
+/// files and runs the job again, whose output then arrives whole, in order.
+#[test]
+fn a_crashed_driver_of_a_printing_job_is_resumed() {
+    let p = Project::new(TICKING);
+    let dstack = p.spawn(&["run", "ticking", "--executor", "docker"]);
+    let run = dstack.run_name();
+    wait_for("output in the files", || {
+        p.output_dirs()
+            .iter()
+            .any(|d| std::fs::metadata(d.join("stdout")).is_ok_and(|m| m.len() > 0))
+    });
+    kill(dstack.pid(), Signal::SIGKILL).unwrap();
+    let _ = dstack.wait();
+    let dirs = p.output_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let stdout = dirs[0].join("stdout");
+    let len = std::fs::metadata(&stdout).unwrap().len();
+    wait_for("the orphan to go on writing", || {
+        std::fs::metadata(&stdout).is_ok_and(|m| m.len() > len)
+    });
+    assert_eq!(p.running().len(), 1);
+
+    std::fs::write(p.root.join("resume-now"), "").unwrap();
+    let (code, out, err) = p.dstack(&["resume", &run]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert!(p.output_dirs().is_empty(), "{:?}", p.output_dirs());
+    assert_eq!(p.ps(&run)["status"], "done");
+    let (code, logs, err) = p.dstack(&["logs", &run]);
+    assert_eq!(code, 0, "{err}");
+    let ends: Vec<&str> = logs.lines().filter(|l| l.contains("end ")).collect();
+    assert_eq!(ends.len(), 100, "{logs}");
+    for (i, line) in ends.iter().enumerate() {
+        assert!(line.ends_with(&format!("end {i}")), "{line}");
+    }
+    assert!(logs.contains("finished"), "{logs}");
 }
 
 /// `dstack stop` of a run whose driver died removes its container.
@@ -258,7 +325,9 @@ fn stop_after_a_crash_removes_the_container() {
     wait_for("the container to run", || !p.running().is_empty());
     kill(dstack.pid(), Signal::SIGKILL).unwrap();
     let _ = dstack.wait();
+    assert_eq!(p.output_dirs().len(), 1);
     let (code, out, err) = p.dstack(&["stop", &run]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert!(p.output_dirs().is_empty(), "{:?}", p.output_dirs());
 }
