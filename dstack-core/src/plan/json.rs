@@ -21,8 +21,18 @@ macro_rules! key {
 /// Bytes gathered before they are handed to the writer.
 const CHUNK: usize = 64 * 1024;
 
+/// Plans of fewer jobs than this per thread are written on one thread.
+const PARALLEL_JOBS: usize = 512;
+
 /// Writes the JSON of `plan` (without a final newline) to `out`.
 pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
+    write_plan_in(plan, out, crate::parallel::threads())
+}
+
+/// [`write_plan`] on at most `threads` threads: the jobs are cut into parts, the first
+/// written here to `out` while the others are written into buffers on threads of their own,
+/// then copied to `out` in order. The text is the same.
+fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Result<()> {
     let mut w = Json {
         buf: Vec::with_capacity(CHUNK + 4096),
         indent: 0,
@@ -34,11 +44,47 @@ pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     w.string(&plan.workflow);
     w.key(key!("jobs"));
     w.begin(b'[');
-    for job in &plan.jobs {
-        w.item();
-        w.job(job);
-        w.flush_if_full()?;
-    }
+    let parts = threads.min(plan.jobs.len() / PARALLEL_JOBS).max(1);
+    let mut chunks = plan.jobs.chunks(plan.jobs.len().div_ceil(parts).max(1));
+    let first = chunks.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let (indent, more) = (w.indent, !first.is_empty());
+        let others: Vec<_> = chunks
+            .map(|jobs| {
+                let spawned = std::thread::Builder::new()
+                    .name("dstack-json".into())
+                    .spawn_scoped(scope, move || jobs_text(jobs, indent, more));
+                (jobs, spawned.ok())
+            })
+            .collect();
+        for job in first {
+            w.item();
+            w.job(job);
+            w.flush_if_full()?;
+        }
+        for (jobs, spawned) in others {
+            match spawned {
+                Some(handle) => {
+                    let text = handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    w.out.write_all(&w.buf)?;
+                    w.buf.clear();
+                    w.out.write_all(&text)?;
+                    w.first = false;
+                }
+                // A thread that could not start: its part is written here.
+                None => {
+                    for job in jobs {
+                        w.item();
+                        w.job(job);
+                        w.flush_if_full()?;
+                    }
+                }
+            }
+        }
+        io::Result::Ok(())
+    })?;
     w.end(b']');
     w.key(key!("stages"));
     w.begin(b'[');
@@ -50,6 +96,24 @@ pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     w.end(b']');
     w.end(b'}');
     w.out.write_all(&w.buf)
+}
+
+/// The text of `jobs` as members of the plan's `jobs` list at nesting `indent`, after other
+/// members when `more`.
+fn jobs_text(jobs: &[JobSpec], indent: usize, more: bool) -> Vec<u8> {
+    let mut sink = io::sink();
+    let mut w = Json {
+        // About 900 bytes per job in generated plans.
+        buf: Vec::with_capacity(jobs.len() * 1024),
+        indent,
+        first: !more,
+        out: &mut sink,
+    };
+    for job in jobs {
+        w.item();
+        w.job(job);
+    }
+    w.buf
 }
 
 struct Json<'w, W: Write> {
@@ -322,10 +386,44 @@ mod tests {
     use super::*;
 
     fn both(plan: &Plan) {
-        let mut fast = Vec::new();
-        write_plan(plan, &mut fast).expect("a Vec takes everything");
         let reference = serde_json::to_string_pretty(plan).expect("serialisable");
-        assert_eq!(String::from_utf8(fast).expect("UTF-8"), reference);
+        for threads in [1, 2, 3] {
+            let mut fast = Vec::new();
+            write_plan_in(plan, &mut fast, threads).expect("a Vec takes everything");
+            assert_eq!(String::from_utf8(fast).expect("UTF-8"), reference);
+        }
+    }
+
+    #[test]
+    fn large_plans_are_written_in_parts_with_the_same_text() {
+        let job = |i: usize| JobSpec {
+            id: format!("job-{i}"),
+            workflow: format!("w{i}"),
+            provider: "docker".into(),
+            image: Some("busybox".into()),
+            commands: vec![format!("echo {i}")],
+            working_dir: ".".into(),
+            env: [("N".to_owned(), i.to_string())].into(),
+            depends_on: (i > 0)
+                .then(|| format!("job-{}", i - 1))
+                .into_iter()
+                .collect(),
+            ..JobSpec::default()
+        };
+        for n in [
+            PARALLEL_JOBS * 2 - 1,
+            PARALLEL_JOBS * 2,
+            PARALLEL_JOBS * 3 + 7,
+        ] {
+            let plan = Plan {
+                workflow: "last".into(),
+                jobs: (0..n).map(job).collect(),
+                stages: (0..n).map(|i| vec![format!("job-{i}")]).collect(),
+                notes: Vec::new(),
+                warnings: crate::diag::Diagnostics::default(),
+            };
+            both(&plan);
+        }
     }
 
     #[test]
