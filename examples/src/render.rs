@@ -63,13 +63,46 @@ pub struct Renderer {
     /// Whether to print the jobs' output.
     show_logs: bool,
     state: Mutex<State>,
+    /// Job output not written yet (plain mode only: with bars, each line is printed at once).
+    pending: Mutex<Pending>,
+}
+
+/// Jobs' output lines gathered for one write: a job printing millions of lines costs a
+/// `write` per 64 KiB rather than per line. Written when the other stream or any other line
+/// comes, when 64 KiB are gathered, and otherwise within [`FLUSH_EVERY`].
+struct Pending {
+    stream: Stream,
+    bytes: Vec<u8>,
+}
+
+/// The longest job output waits before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+const PENDING_LIMIT: usize = 64 * 1024;
+
+impl Pending {
+    fn flush(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let _ = match self.stream {
+            Stream::Stdout => std::io::stdout().write_all(&self.bytes),
+            Stream::Stderr => std::io::stderr().write_all(&self.bytes),
+        };
+        self.bytes.clear();
+    }
+}
+
+impl Drop for Renderer {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl Renderer {
     /// A renderer for stderr (bars when it is a terminal) and stdout (job output).
     pub fn new(show_logs: bool) -> Arc<Renderer> {
         let tty = std::io::stderr().is_terminal();
-        Arc::new(Renderer {
+        let renderer = Arc::new(Renderer {
             multi: tty
                 .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
             paint: Paint::stderr(),
@@ -79,7 +112,35 @@ impl Renderer {
                 started: HashMap::new(),
                 width: 8,
             }),
-        })
+            pending: Mutex::new(Pending {
+                stream: Stream::Stdout,
+                bytes: Vec::new(),
+            }),
+        });
+        if renderer.multi.is_none() && show_logs {
+            // Writes what waits when nothing else comes; ends with the renderer.
+            let weak = Arc::downgrade(&renderer);
+            let _ = std::thread::Builder::new()
+                .name("dstack-output".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(FLUSH_EVERY);
+                        match weak.upgrade() {
+                            Some(renderer) => renderer.flush(),
+                            None => return,
+                        }
+                    }
+                });
+        }
+        renderer
+    }
+
+    /// Writes the job output that waits.
+    pub fn flush(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush();
     }
 
     /// The subscriber to hand to the engine.
@@ -90,6 +151,7 @@ impl Renderer {
 
     /// Prints a line on stderr without breaking the bars.
     pub fn eprintln(&self, line: &str) {
+        self.flush();
         match &self.multi {
             Some(m) => m.suspend(|| {
                 let _ = writeln!(std::io::stderr(), "{line}");
@@ -188,6 +250,33 @@ impl Renderer {
                 }
                 let width = state.width;
                 drop(state);
+                if self.multi.is_none() {
+                    let mut pending = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if pending.stream != *stream {
+                        pending.flush();
+                        pending.stream = *stream;
+                    }
+                    let bytes = &mut pending.bytes;
+                    if self.paint.on {
+                        bytes.extend_from_slice(
+                            self.paint.dim(&format!("{job:width$} |")).as_bytes(),
+                        );
+                    } else {
+                        let _ = write!(bytes, "{job:width$} |");
+                    }
+                    bytes.push(b' ');
+                    bytes.extend_from_slice(text.as_bytes());
+                    if !text.ends_with('\n') {
+                        bytes.push(b'\n');
+                    }
+                    if pending.bytes.len() >= PENDING_LIMIT {
+                        pending.flush();
+                    }
+                    return;
+                }
                 let prefix = self.paint.dim(&format!("{job:width$} |"));
                 let mut line = format!("{prefix} {text}");
                 if !line.ends_with('\n') {
@@ -211,6 +300,7 @@ impl Renderer {
                 self.eprintln(&format!("{job}: {message}"));
             }
             Event::RunFinished { .. } => {
+                self.flush();
                 for bar in state.bars.values() {
                     if !bar.is_finished() {
                         bar.abandon();
