@@ -4,10 +4,10 @@
 //! cycles) and keeps each workflow's provider parameters as located YAML, to be substituted and
 //! typed per workflow when it is planned. Every problem of every file is reported at once.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use petgraph::graph::NodeIndex;
 
 use crate::diag::{Code, Diagnostic, Diagnostics, Sink, did_you_mean};

@@ -5,10 +5,11 @@
 //! can run in parallel, every job's dependencies being in earlier stages. `name:tag`
 //! dependencies stay references (the run store resolves them when the plan runs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
 
+use foldhash::{HashMap, HashMapExt};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 

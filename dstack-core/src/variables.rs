@@ -203,7 +203,7 @@ impl Variables {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Visible<'a> {
     list: Vec<(&'a str, &'a Node)>,
-    index: Option<std::collections::HashMap<&'a str, usize>>,
+    index: Option<foldhash::HashMap<&'a str, usize>>,
 }
 
 impl<'a> Visible<'a> {

@@ -8,8 +8,7 @@
 //! beyond [`Limits::max_alias_nodes`] (the "billion laughs" attack) end the load with one error,
 //! in time and memory proportional to the input read so far.
 
-use std::collections::HashMap;
-
+use foldhash::{HashMap, HashMapExt};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diag::{Code, Sink};

@@ -23,8 +23,6 @@
 //! and every other document takes the saphyr-parser path. `tests/yaml_fast_path.rs` checks
 //! both paths against each other.
 
-use std::collections::HashSet;
-
 use super::{Entry, Key, Limits, Node, NodeKind, Pos, Scalar, Style};
 
 /// The document is outside the subset (or the builder refused it): use saphyr-parser.
@@ -400,7 +398,7 @@ impl<'s> Scanner<'s> {
         let mark = self.entries.len();
         let key_mark = self.keys.len();
         // The keys are hashed once the mapping is large.
-        let mut seen: Option<HashSet<&'s str>> = None;
+        let mut seen: Option<foldhash::HashSet<&'s str>> = None;
         let (mut line, mut at, mut colon) = (first, at, colon);
         loop {
             let key = &self.src[at..colon];
