@@ -13,17 +13,19 @@
 //!   `/workflow/WORKING_DIR`, where its private tree is mounted read-write; each dependency's
 //!   artifact is mounted read-only at its path. `cpu` becomes a CPU quota (NanoCpus), `memory`
 //!   a memory limit without swap, `shm_size` the size of `/dev/shm`, `gpu` an NVIDIA device
-//!   request with explicit device ids, `ports` bindings on `publish-address`. Output is
-//!   attached before the start (nothing is lost), stdout and stderr apart, line by line. The
-//!   exit code and an OOM kill are read from the container's state.
+//!   request with explicit device ids, `ports` bindings on `publish-address`. Output goes to
+//!   two files on a bind mount that dstack follows from before the start (nothing is lost),
+//!   stdout and stderr apart, line by line (see `output.rs`); what comes before the
+//!   redirection is read from the attach stream. The exit code and an OOM kill are read from
+//!   the container's state.
 //! - **Cleanup.** Containers are named `dstack-RUN-JOB-ATTEMPT-RANDOM` (the name is the job's
 //!   executor id, recorded before the container exists) and labelled with store, run, job,
 //!   workflow and attempt. Cancellation (Ctrl-C, SIGTERM, `dstack stop`, a timeout) stops the
 //!   container (SIGTERM, SIGKILL after `stop-timeout`; at once on [`Executor::hurry`]); every
 //!   container is removed after its job unless `keep-containers`. A container that a crashed
 //!   driver left behind is removed by [`Executor::reap`] (its name) and, before a job starts,
-//!   by its labels. If the job's future is dropped without finishing, a guard removes the
-//!   container from another thread.
+//!   by its labels, with its output files. If the job's future is dropped without finishing, a
+//!   guard removes the container and files from another thread.
 //! - **Security.** Never privileged, no Docker socket mounted, Docker's `bridge` network
 //!   unless `network` says otherwise, ports published on 127.0.0.1 unless configured, the
 //!   user configurable ([`UserConfig`]).
