@@ -222,9 +222,10 @@ impl Project {
     }
 
     /// [`Project::materialise_in_order`] on several threads, for large plans: the workflows
-    /// are independent until [`Project::link`]. `None` when it does not apply: a small plan,
-    /// one processor, a workflow whose provider is a program (programs run one at a time),
-    /// a thread that cannot be started, or any error found. Errors are then found again in
+    /// are independent until [`Project::link`], and threads claim them in pieces
+    /// ([`crate::parallel::pieces`]). `None` when it does not apply: a small plan, one
+    /// processor, a workflow whose provider is a program (programs run one at a time), or any
+    /// error found. Errors are then found again in
     /// order, so that every message, and which of them the budgets allow, is the same as
     /// without threads.
     fn materialise_parallel(
@@ -244,16 +245,16 @@ impl Project {
         if !order.iter().all(built_in) {
             return None;
         }
-        let chunk = order.len().div_ceil(threads);
-        let work = |part: &[usize]| {
-            // Each part has the budget's share: spending more makes an error, and errors are
-            // found again in order with the whole budget.
+        let parts: Vec<&[usize]> = order.chunks(PIECE_WORKFLOWS).collect();
+        let work = |k: usize| {
+            // Each piece has its share of the budget: spending more makes an error, and errors
+            // are found again in order with the whole budget.
             let mut budget = Budget::default();
-            budget.bytes /= threads;
+            budget.bytes /= parts.len();
             let mut diags = Vec::new();
-            let mut sizes = Vec::with_capacity(part.len());
-            let mut jobs = Vec::with_capacity(part.len());
-            for &i in part {
+            let mut sizes = Vec::with_capacity(parts[k].len());
+            let mut jobs = Vec::with_capacity(parts[k].len());
+            for &i in parts[k] {
                 let made = self.materialise(i, resolved, true, &mut budget, &mut diags);
                 if diags.iter().any(Diagnostic::is_error) {
                     return None;
@@ -263,28 +264,7 @@ impl Project {
             }
             Some((jobs, sizes, diags))
         };
-        let parts: Vec<_> = std::thread::scope(|scope| {
-            let mut parts = order.chunks(chunk);
-            let first = parts.next()?;
-            let handles: Vec<_> = parts
-                .map(|part| {
-                    std::thread::Builder::new()
-                        .name("dstack-plan".into())
-                        .spawn_scoped(scope, move || work(part))
-                })
-                .collect();
-            let mut done = vec![work(first)];
-            for handle in handles {
-                // A thread that could not start leaves its part undone: do it all in order.
-                let handle = handle.ok()?;
-                done.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-            }
-            Some(done)
-        })?;
+        let ((), parts) = crate::parallel::pieces(parts.len(), threads, || (), work);
         let mut jobs = Vec::with_capacity(parts.iter().flatten().map(|p| p.0.len()).sum());
         let mut jobs_of: HashMap<usize, Range<usize>> = HashMap::with_capacity(order.len());
         let mut diags = Vec::new();
@@ -546,6 +526,9 @@ type Materialised = (Vec<JobSpec>, HashMap<usize, Range<usize>>, Vec<Diagnostic>
 /// Plans of fewer workflows than this per thread are made on one thread: starting one costs
 /// about as much as materialising a few dozen workflows.
 const PARALLEL_WORKFLOWS: usize = 256;
+
+/// How many workflows a thread claims at a time.
+const PIECE_WORKFLOWS: usize = 64;
 
 /// A variable's value as environment text: scalars as written, lists and mappings as JSON.
 fn env_text(value: &Node) -> String {

@@ -479,8 +479,9 @@ pub fn compare_front_ends(text: &str) -> Result<bool, String> {
     };
     // Split into runs wherever a sequence near the root allows: the same tree.
     let split = fast::Split {
-        parts: 3,
-        min_part_bytes: 1,
+        threads: 2,
+        runs: 4,
+        min_run_bytes: 1,
     };
     match fast::parse(text, Limits::default(), split) {
         Ok(same) if format!("{same:?}") == format!("{fast:?}") => {}

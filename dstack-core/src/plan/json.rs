@@ -21,17 +21,19 @@ macro_rules! key {
 /// Bytes gathered before they are handed to the writer.
 const CHUNK: usize = 64 * 1024;
 
-/// Plans of fewer jobs than this per thread are written on one thread.
-const PARALLEL_JOBS: usize = 512;
+/// Plans of fewer jobs than this are written on one thread.
+const PARALLEL_JOBS: usize = 1024;
+
+/// How many jobs a thread writes at a time.
+const PIECE_JOBS: usize = 256;
 
 /// Writes the JSON of `plan` (without a final newline) to `out`.
 pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     write_plan_in(plan, out, crate::parallel::threads())
 }
 
-/// [`write_plan`] on at most `threads` threads: the jobs are cut into parts, the first
-/// written here to `out` while the others are written into buffers on threads of their own,
-/// then copied to `out` in order. The text is the same.
+/// [`write_plan`] on at most `threads` threads ([`crate::parallel::pieces`]). The text is the
+/// same.
 fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Result<()> {
     let mut w = Json {
         buf: Vec::with_capacity(CHUNK + 4096),
@@ -44,47 +46,37 @@ fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Resul
     w.string(&plan.workflow);
     w.key(key!("jobs"));
     w.begin(b'[');
-    let parts = threads.min(plan.jobs.len() / PARALLEL_JOBS).max(1);
-    let mut chunks = plan.jobs.chunks(plan.jobs.len().div_ceil(parts).max(1));
-    let first = chunks.next().unwrap_or_default();
-    std::thread::scope(|scope| {
-        let (indent, more) = (w.indent, !first.is_empty());
-        let others: Vec<_> = chunks
-            .map(|jobs| {
-                let spawned = std::thread::Builder::new()
-                    .name("dstack-json".into())
-                    .spawn_scoped(scope, move || jobs_text(jobs, indent, more));
-                (jobs, spawned.ok())
-            })
-            .collect();
-        for job in first {
+    if threads < 2 || plan.jobs.len() < PARALLEL_JOBS {
+        for job in &plan.jobs {
             w.item();
             w.job(job);
             w.flush_if_full()?;
         }
-        for (jobs, spawned) in others {
-            match spawned {
-                Some(handle) => {
-                    let text = handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    w.out.write_all(&w.buf)?;
-                    w.buf.clear();
-                    w.out.write_all(&text)?;
-                    w.first = false;
+    } else {
+        // The first piece is written here, straight to `out`, while the others are written
+        // into buffers; then the buffers follow in order.
+        let pieces: Vec<&[JobSpec]> = plan.jobs.chunks(PIECE_JOBS).collect();
+        let indent = w.indent;
+        let (written, texts) = crate::parallel::pieces(
+            pieces.len() - 1,
+            threads,
+            || {
+                for job in pieces[0] {
+                    w.item();
+                    w.job(job);
+                    w.flush_if_full()?;
                 }
-                // A thread that could not start: its part is written here.
-                None => {
-                    for job in jobs {
-                        w.item();
-                        w.job(job);
-                        w.flush_if_full()?;
-                    }
-                }
-            }
+                io::Result::Ok(())
+            },
+            |k| jobs_text(pieces[k + 1], indent),
+        );
+        written?;
+        w.out.write_all(&w.buf)?;
+        w.buf.clear();
+        for text in texts {
+            w.out.write_all(&text)?;
         }
-        io::Result::Ok(())
-    })?;
+    }
     w.end(b']');
     w.key(key!("stages"));
     w.begin(b'[');
@@ -98,15 +90,15 @@ fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Resul
     w.out.write_all(&w.buf)
 }
 
-/// The text of `jobs` as members of the plan's `jobs` list at nesting `indent`, after other
-/// members when `more`.
-fn jobs_text(jobs: &[JobSpec], indent: usize, more: bool) -> Vec<u8> {
+/// The text of `jobs` as members of the plan's `jobs` list at nesting `indent`, after
+/// other members.
+fn jobs_text(jobs: &[JobSpec], indent: usize) -> Vec<u8> {
     let mut sink = io::sink();
     let mut w = Json {
         // About 900 bytes per job in generated plans.
         buf: Vec::with_capacity(jobs.len() * 1024),
         indent,
-        first: !more,
+        first: false,
         out: &mut sink,
     };
     for job in jobs {

@@ -89,7 +89,7 @@ fn plain_text(text: &str) -> bool {
 
 /// How a large sequence near the root (the `workflows:` list) is read on several threads.
 ///
-/// Its items are cut into `parts` runs of about the same size at lines that start an item;
+/// Its items are cut into runs of about the same size at lines that start an item;
 /// each run is read by a scanner of its own, bounded by the start of the next run, and the
 /// items are put together in order. The tree is the one one scanner makes: every line of the
 /// subset stands on its own, so an item is read the same wherever the scanner started, and a
@@ -98,26 +98,34 @@ fn plain_text(text: &str) -> bool {
 /// from where that run stopped.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Split {
-    /// How many runs at most (1: no threads).
-    pub parts: usize,
+    /// How many threads read runs (1: no split).
+    pub threads: usize,
+    /// How many runs at most.
+    pub runs: usize,
     /// The fewest bytes of text per run.
-    pub min_part_bytes: usize,
+    pub min_run_bytes: usize,
 }
 
 impl Split {
-    /// One run per processor, of at least 128 KiB.
+    /// Runs of at least 64 KiB, eight per processor at most, when there are several.
     pub(super) fn auto() -> Split {
+        let threads = crate::parallel::threads();
+        if threads < 2 {
+            return Split::none();
+        }
         Split {
-            parts: crate::parallel::threads(),
-            min_part_bytes: 128 * 1024,
+            threads,
+            runs: 8 * threads,
+            min_run_bytes: 64 * 1024,
         }
     }
 
     /// Everything on the calling thread.
     pub(super) fn none() -> Split {
         Split {
-            parts: 1,
-            min_part_bytes: usize::MAX,
+            threads: 1,
+            runs: 1,
+            min_run_bytes: usize::MAX,
         }
     }
 }
@@ -526,44 +534,24 @@ impl<'s> Scanner<'s> {
             return Ok(None);
         }
         let (src, limits, depth) = (self.src, self.limits, self.depth);
-        let parts: Option<Vec<Fast<Part>>> = std::thread::scope(|scope| {
-            let mut handles = Vec::with_capacity(cuts.len());
-            for (k, &cut) in cuts.iter().enumerate() {
-                let bound = cuts.get(k + 1).copied().unwrap_or(src.len());
-                let spawned = std::thread::Builder::new()
-                    .name("dstack-yaml".into())
-                    .spawn_scoped(scope, move || {
-                        read_part(src, limits, depth, (first, cut, bound), indent)
-                    });
-                match spawned {
-                    Ok(handle) => handles.push(handle),
-                    // A thread that cannot start: the sequence is read on this one.
-                    Err(_) => return None,
-                }
-            }
-            self.end = cuts[0];
-            let own = self.items(first, indent);
-            self.end = src.len();
-            let mut parts = Vec::with_capacity(handles.len() + 1);
-            parts.push(own.map(|()| Part {
-                items: Vec::new(),
-                nodes: 0,
-                reached_bound: self.next >= cuts[0] && self.peeked.is_none(),
-                state: (self.next, self.next_no, self.peeked),
-            }));
-            for handle in handles {
-                parts.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-            }
-            Some(parts)
-        });
-        let Some(parts) = parts else {
-            return Ok(None);
-        };
+        let bound = |k: usize| cuts.get(k + 1).map_or(src.len(), |&(at, _)| at);
+        // This scanner reads the first run itself; threads claim the others.
+        let (own, parts) = crate::parallel::pieces(
+            cuts.len(),
+            self.split.threads,
+            || {
+                self.end = cuts[0].0;
+                let own = self.items(first, indent);
+                self.end = src.len();
+                own.map(|()| self.next >= cuts[0].0 && self.peeked.is_none())
+            },
+            |k| read_part(src, limits, depth, (cuts[k], bound(k)), indent),
+        );
         let mut rest = Vec::new();
+        if !own? {
+            // The sequence ends in the first run: the others are not part of it.
+            return Ok(Some(rest));
+        }
         for part in parts {
             let part = part?;
             self.count(part.nodes)?;
@@ -577,23 +565,30 @@ impl<'s> Scanner<'s> {
         Ok(Some(rest))
     }
 
-    /// Where to cut the sequence at `indent` that starts at `first` into runs: lines that
-    /// start one of its items, after `first`, about evenly spaced over the rest of the text.
-    /// Empty when the text is too short to split or no cut is found.
-    fn cuts(&self, first: Line, indent: usize) -> Vec<usize> {
+    /// Where to cut the sequence at `indent` that starts at `first` into runs, with the line
+    /// number there: lines that start one of its items, after `first`, about evenly spaced
+    /// over the rest of the text. Empty when the text is too short to split or no cut is
+    /// found.
+    fn cuts(&self, first: Line, indent: usize) -> Vec<(usize, u32)> {
         let rest = self.end.saturating_sub(first.start);
-        let parts = self
-            .split
-            .parts
-            .min(rest / self.split.min_part_bytes.max(1));
-        let mut cuts: Vec<usize> = Vec::new();
-        for k in 1..parts {
-            let target = first.start + rest / parts * k;
+        let runs = self.split.runs.min(rest / self.split.min_run_bytes.max(1));
+        let mut cuts: Vec<(usize, u32)> = Vec::new();
+        let (mut from, mut no) = (first.start, first.no);
+        for k in 1..runs {
+            let target = first.start + rest / runs * k;
             let Some(cut) = self.item_line_from(target, indent) else {
                 break;
             };
-            if cut > *cuts.last().unwrap_or(&first.start) {
-                cuts.push(cut);
+            if cut > from {
+                let newlines = self.bytes[from..cut]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                let Some(at) = u32::try_from(newlines).ok().and_then(|n| no.checked_add(n)) else {
+                    break;
+                };
+                (from, no) = (cut, at);
+                cuts.push((cut, no));
             }
         }
         cuts
@@ -787,26 +782,18 @@ impl<'s> Scanner<'s> {
     }
 }
 
-/// Reads one run of a split sequence: the items from the line at `cut` up to `bound`, in a
-/// scanner of its own at nesting `depth`. `first` is the sequence's first line, from which the
-/// line number of `cut` is counted.
+/// Reads one run of a split sequence: the items from the line at `cut` (line number `no`) up
+/// to `bound`, in a scanner of its own at nesting `depth`.
 fn read_part(
     src: &str,
     limits: Limits,
     depth: usize,
-    (first, cut, bound): (Line, usize, usize),
+    ((cut, no), bound): ((usize, u32), usize),
     indent: usize,
 ) -> Fast<Part> {
-    let newlines = src.as_bytes()[first.start..cut]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count();
     let mut p = Scanner::new(src, limits, Split::none());
     p.next = cut;
-    p.next_no = first
-        .no
-        .checked_add(u32::try_from(newlines).map_err(|_| GiveUp)?)
-        .ok_or(GiveUp)?;
+    p.next_no = no;
     p.end = bound;
     p.depth = depth;
     let line = p.peek()?.ok_or(GiveUp)?;
@@ -910,25 +897,27 @@ mod tests {
     /// Parses `text` on one thread and in runs of every size, and checks the trees agree.
     fn same_in_runs(text: &str) -> Option<Node> {
         let one = parse(text, Limits::default(), Split::none()).ok();
-        for parts in 2..6 {
+        for runs in 2..6 {
             let split = Split {
-                parts,
-                min_part_bytes: 1,
+                threads: 3,
+                runs,
+                min_run_bytes: 1,
             };
-            let runs = parse(text, Limits::default(), split).ok();
+            let read = parse(text, Limits::default(), split).ok();
             assert_eq!(
-                format!("{runs:?}"),
+                format!("{read:?}"),
                 format!("{one:?}"),
-                "{parts} runs of\n{text}"
+                "{runs} runs of\n{text}"
             );
         }
         one
     }
 
-    fn cuts_of(text: &str, parts: usize) -> Vec<usize> {
+    fn cuts_of(text: &str, runs: usize) -> Vec<usize> {
         let split = Split {
-            parts,
-            min_part_bytes: 1,
+            threads: 2,
+            runs,
+            min_run_bytes: 1,
         };
         let mut p = Scanner::new(text, Limits::default(), split);
         let mut line = p.peek().ok().flatten().expect("a line");
@@ -937,6 +926,12 @@ mod tests {
             line = p.peek().ok().flatten().expect("a second line");
         }
         p.cuts(line, line.indent())
+            .into_iter()
+            .map(|(at, no)| {
+                assert_eq!(no as usize, text[..at].matches('\n').count() + 1);
+                at
+            })
+            .collect()
     }
 
     #[test]
@@ -1008,8 +1003,9 @@ mod tests {
             ..Limits::default()
         };
         let split = Split {
-            parts: 4,
-            min_part_bytes: 1,
+            threads: 2,
+            runs: 4,
+            min_run_bytes: 1,
         };
         assert!(parse(&text, limits, Split::none()).is_err());
         assert!(parse(&text, limits, split).is_err());
