@@ -29,10 +29,6 @@ pub const WORKFLOW_KEYS: [&str; 6] = [
 /// The folder, inside the project root, that holds the configuration.
 pub const DSTACK_DIR: &str = ".dstack";
 
-/// A `variables.yaml` of at least this many bytes is read on a thread of its own, beside the
-/// checks of the workflows.
-const PARALLEL_VARIABLES_BYTES: usize = 64 * 1024;
-
 /// Where a workflow's provider comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProviderRef {
@@ -266,23 +262,15 @@ impl Project {
             }
             None => Vec::new(),
         };
-        let variables_path = files.variables.clone();
-        let read_variables = |text: &str, diags: &mut Vec<Diagnostic>| {
-            let mut sink = Sink::new(&variables_path, diags);
-            match yaml::parse(text, Limits::default(), &mut sink) {
-                Some(node) => Variables::from_node(node, &mut sink),
-                None => Variables::default(),
+        let variables = match &sources.variables {
+            Some(text) => {
+                let mut sink = Sink::new(&files.variables, &mut diags);
+                match yaml::parse(text, Limits::default(), &mut sink) {
+                    Some(node) => Variables::from_node(node, &mut sink),
+                    None => Variables::default(),
+                }
             }
-        };
-        // A large variables.yaml is read on a thread of its own while the workflows are
-        // checked (below); its problems go where they would have been found in order.
-        let variables_at = diags.len();
-        let variables_apart = sources.variables.as_deref().filter(|text| {
-            text.len() >= PARALLEL_VARIABLES_BYTES && crate::parallel::threads() > 1
-        });
-        let mut variables = match (&sources.variables, variables_apart) {
-            (Some(text), None) => read_variables(text, &mut diags),
-            _ => Variables::default(),
+            None => Variables::default(),
         };
         let workflows = match &workflows_text {
             None => {
@@ -316,44 +304,16 @@ impl Project {
             files,
             index: HashMap::with_capacity(workflows.len()),
             workflows: Vec::new(),
-            variables: Variables::default(),
+            variables,
             custom,
             registry,
             warnings: Diagnostics::default(),
             workflows_source: None,
         };
         project.workflows_source = workflows_text;
-        let check_workflows = |project: &mut Project, diags: &mut Vec<Diagnostic>| {
-            project.index_workflows(workflows, diags);
-            project.check_providers(diags);
-            project.check_dependencies(diags);
-        };
-        match variables_apart {
-            None => check_workflows(&mut project, &mut diags),
-            Some(text) => {
-                let (read, found) = std::thread::scope(|scope| {
-                    let apart = std::thread::Builder::new()
-                        .name("dstack-variables".into())
-                        .spawn_scoped(scope, || {
-                            let mut found = Vec::new();
-                            (read_variables(text, &mut found), found)
-                        });
-                    check_workflows(&mut project, &mut diags);
-                    match apart {
-                        Ok(handle) => handle
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                        Err(_) => {
-                            let mut found = Vec::new();
-                            (read_variables(text, &mut found), found)
-                        }
-                    }
-                });
-                variables = read;
-                diags.splice(variables_at..variables_at, found);
-            }
-        }
-        project.variables = variables;
+        project.index_workflows(workflows, &mut diags);
+        project.check_providers(&mut diags);
+        project.check_dependencies(&mut diags);
         project.check_variable_sections(&mut diags);
 
         if diags.iter().any(Diagnostic::is_error) {
@@ -1181,54 +1141,6 @@ mod tests {
         assert!(!valid_name("a b"));
         assert!(!valid_name("a:b"));
         assert!(!valid_name(""));
-    }
-
-    /// A large variables.yaml is read beside the checks of the workflows (on machines with
-    /// more than one processor): its problems and the workflows' come in the same order as
-    /// for a small one.
-    #[test]
-    fn a_large_variables_file_reports_the_same_problems() {
-        let workflows = "workflows:
-  - name: a
-    provider: docker
-    image: busybox
-    commands: [true]
-    depends-on: [b, nope]
-  - name: b
-    provider: docker
-    image: busybox
-    commands: [true]
-    depends-on: [a]
-";
-        let variables = "variables:
-  a:
-    x: 1
-    x: 2
-  ghost:
-    y: 1
-  b: [not, a, mapping]
-";
-        let padding: String = (0..PARALLEL_VARIABLES_BYTES / 16)
-            .map(|i| format!("# padding line {i:>14}\n"))
-            .collect();
-        let load = |variables: String| {
-            let sources = Sources {
-                workflows: Some(workflows.to_owned()),
-                variables: Some(variables),
-                providers: None,
-            };
-            match Project::from_sources(".", &sources, ProviderRegistry::default()) {
-                Err(Error::Invalid(d)) => d.to_string(),
-                other => panic!("expected problems: {other:?}"),
-            }
-        };
-        let small = load(variables.to_owned());
-        let large = load(format!("{variables}{padding}"));
-        assert!(format!("{variables}{padding}").len() >= PARALLEL_VARIABLES_BYTES);
-        assert_eq!(large, small);
-        for expected in ["`nope`", "a -> b -> a", "`x`", "`ghost`"] {
-            assert!(small.contains(expected), "{expected} in\n{small}");
-        }
     }
 }
 

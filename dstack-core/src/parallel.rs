@@ -1,14 +1,17 @@
-//! How the large steps of a load or a plan use the processors.
+//! How planning uses the processors.
 //!
-//! Reading a long `workflows:` list, materialising the workflows of a large plan and writing
-//! its JSON are cut into pieces that threads claim one at a time, in order, the calling
-//! thread among them ([`pieces`]). Claiming keeps a busy machine from making things slower:
-//! when a helper thread does not get a processor, the calling thread does the pieces it would
-//! have done, and waits at most for the one piece the helper holds. The number of threads is
-//! the number of processors the process may run on (`std::thread::available_parallelism`,
-//! which follows CPU affinity and cgroup quotas), read once. Threads are scoped: none
-//! outlives the call that started it, and one that cannot be started leaves its pieces to the
-//! others.
+//! Materialising the workflows of a large plan is cut into pieces that threads claim one at a
+//! time, in order, the calling thread among them ([`pieces`]). Claiming keeps a busy machine
+//! from making things slower: when a helper thread does not get a processor (on the 2-vCPU
+//! machines of BENCHMARKS.md a new thread often waits hundreds of microseconds to 2 ms for
+//! one), the calling thread does the pieces it would have done, and waits at most for the one
+//! piece the helper holds. The number of threads is the number of processors the process may
+//! run on (`std::thread::available_parallelism`, which follows CPU affinity and cgroup
+//! quotas), read once. Threads are scoped: none outlives the call that started it, and one
+//! that cannot be started leaves its pieces to the others.
+//!
+//! Reading YAML, and writing the plan's JSON, stay on one thread: split the same way they were
+//! slower, not faster, on those machines (the figures are in BENCHMARKS.md).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -474,26 +474,9 @@ pub fn parse_str(
 /// A description of the difference when the two disagree.
 #[doc(hidden)]
 pub fn compare_front_ends(text: &str) -> Result<bool, String> {
-    let Ok(fast) = fast::parse(text, Limits::default(), fast::Split::none()) else {
+    let Ok(fast) = fast::parse(text, Limits::default()) else {
         return Ok(false);
     };
-    // Split into runs wherever a sequence near the root allows: the same tree.
-    let split = fast::Split {
-        threads: 2,
-        runs: 4,
-        min_run_bytes: 1,
-    };
-    match fast::parse(text, Limits::default(), split) {
-        Ok(same) if format!("{same:?}") == format!("{fast:?}") => {}
-        Ok(other) => {
-            return Err(format!(
-                "the fast front end made another tree when it read in runs:\n{other:?}\ninstead of\n{fast:?}"
-            ));
-        }
-        Err(fast::GiveUp) => {
-            return Err("the fast front end gave up when it read in runs".to_owned());
-        }
-    }
     let path: std::sync::Arc<std::path::Path> = std::path::Path::new("t.yaml").into();
     let mut diags = Vec::new();
     let slow = parse_saphyr(text, Limits::default(), &mut Sink::new(&path, &mut diags));
@@ -532,7 +515,7 @@ pub(crate) fn parse(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option
     }
     // The common block-style subset first; saphyr-parser for everything else, and for any
     // document about which there is something to report.
-    if let Ok(root) = fast::parse(source, limits, fast::Split::auto()) {
+    if let Ok(root) = fast::parse(source, limits) {
         return Some(root);
     }
     parse_saphyr(source, limits, sink)

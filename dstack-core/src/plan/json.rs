@@ -21,20 +21,8 @@ macro_rules! key {
 /// Bytes gathered before they are handed to the writer.
 const CHUNK: usize = 64 * 1024;
 
-/// Plans of fewer jobs than this are written on one thread.
-const PARALLEL_JOBS: usize = 1024;
-
-/// How many jobs a thread writes at a time.
-const PIECE_JOBS: usize = 256;
-
 /// Writes the JSON of `plan` (without a final newline) to `out`.
 pub(super) fn write_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
-    write_plan_in(plan, out, crate::parallel::threads())
-}
-
-/// [`write_plan`] on at most `threads` threads ([`crate::parallel::pieces`]). The text is the
-/// same.
-fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Result<()> {
     let mut w = Json {
         buf: Vec::with_capacity(CHUNK + 4096),
         indent: 0,
@@ -46,36 +34,10 @@ fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Resul
     w.string(&plan.workflow);
     w.key(key!("jobs"));
     w.begin(b'[');
-    if threads < 2 || plan.jobs.len() < PARALLEL_JOBS {
-        for job in &plan.jobs {
-            w.item();
-            w.job(job);
-            w.flush_if_full()?;
-        }
-    } else {
-        // The first piece is written here, straight to `out`, while the others are written
-        // into buffers; then the buffers follow in order.
-        let pieces: Vec<&[JobSpec]> = plan.jobs.chunks(PIECE_JOBS).collect();
-        let indent = w.indent;
-        let (written, texts) = crate::parallel::pieces(
-            pieces.len() - 1,
-            threads,
-            || {
-                for job in pieces[0] {
-                    w.item();
-                    w.job(job);
-                    w.flush_if_full()?;
-                }
-                io::Result::Ok(())
-            },
-            |k| jobs_text(pieces[k + 1], indent),
-        );
-        written?;
-        w.out.write_all(&w.buf)?;
-        w.buf.clear();
-        for text in texts {
-            w.out.write_all(&text)?;
-        }
+    for job in &plan.jobs {
+        w.item();
+        w.job(job);
+        w.flush_if_full()?;
     }
     w.end(b']');
     w.key(key!("stages"));
@@ -88,24 +50,6 @@ fn write_plan_in(plan: &Plan, out: &mut impl Write, threads: usize) -> io::Resul
     w.end(b']');
     w.end(b'}');
     w.out.write_all(&w.buf)
-}
-
-/// The text of `jobs` as members of the plan's `jobs` list at nesting `indent`, after
-/// other members.
-fn jobs_text(jobs: &[JobSpec], indent: usize) -> Vec<u8> {
-    let mut sink = io::sink();
-    let mut w = Json {
-        // About 900 bytes per job in generated plans.
-        buf: Vec::with_capacity(jobs.len() * 1024),
-        indent,
-        first: false,
-        out: &mut sink,
-    };
-    for job in jobs {
-        w.item();
-        w.job(job);
-    }
-    w.buf
 }
 
 struct Json<'w, W: Write> {
@@ -378,44 +322,10 @@ mod tests {
     use super::*;
 
     fn both(plan: &Plan) {
+        let mut fast = Vec::new();
+        write_plan(plan, &mut fast).expect("a Vec takes everything");
         let reference = serde_json::to_string_pretty(plan).expect("serialisable");
-        for threads in [1, 2, 3] {
-            let mut fast = Vec::new();
-            write_plan_in(plan, &mut fast, threads).expect("a Vec takes everything");
-            assert_eq!(String::from_utf8(fast).expect("UTF-8"), reference);
-        }
-    }
-
-    #[test]
-    fn large_plans_are_written_in_parts_with_the_same_text() {
-        let job = |i: usize| JobSpec {
-            id: format!("job-{i}"),
-            workflow: format!("w{i}"),
-            provider: "docker".into(),
-            image: Some("busybox".into()),
-            commands: vec![format!("echo {i}")],
-            working_dir: ".".into(),
-            env: [("N".to_owned(), i.to_string())].into(),
-            depends_on: (i > 0)
-                .then(|| format!("job-{}", i - 1))
-                .into_iter()
-                .collect(),
-            ..JobSpec::default()
-        };
-        for n in [
-            PARALLEL_JOBS * 2 - 1,
-            PARALLEL_JOBS * 2,
-            PARALLEL_JOBS * 3 + 7,
-        ] {
-            let plan = Plan {
-                workflow: "last".into(),
-                jobs: (0..n).map(job).collect(),
-                stages: (0..n).map(|i| vec![format!("job-{i}")]).collect(),
-                notes: Vec::new(),
-                warnings: crate::diag::Diagnostics::default(),
-            };
-            both(&plan);
-        }
+        assert_eq!(String::from_utf8(fast).expect("UTF-8"), reference);
     }
 
     #[test]

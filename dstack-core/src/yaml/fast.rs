@@ -87,56 +87,26 @@ fn plain_text(text: &str) -> bool {
     })
 }
 
-/// How a large sequence near the root (the `workflows:` list) is read on several threads.
-///
-/// Its items are cut into runs of about the same size at lines that start an item;
-/// each run is read by a scanner of its own, bounded by the start of the next run, and the
-/// items are put together in order. The tree is the one one scanner makes: every line of the
-/// subset stands on its own, so an item is read the same wherever the scanner started, and a
-/// run that does not end exactly where the next one starts (the sequence ended before: the
-/// cut was not one of its items) means the runs after it are dropped and reading goes on
-/// from where that run stopped.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Split {
-    /// How many threads read runs (1: no split).
-    pub threads: usize,
-    /// How many runs at most.
-    pub runs: usize,
-    /// The fewest bytes of text per run.
-    pub min_run_bytes: usize,
-}
-
-impl Split {
-    /// Runs of at least 64 KiB, eight per processor at most, when there are several.
-    pub(super) fn auto() -> Split {
-        let threads = crate::parallel::threads();
-        if threads < 2 {
-            return Split::none();
-        }
-        Split {
-            threads,
-            runs: 8 * threads,
-            min_run_bytes: 64 * 1024,
-        }
-    }
-
-    /// Everything on the calling thread.
-    pub(super) fn none() -> Split {
-        Split {
-            threads: 1,
-            runs: 1,
-            min_run_bytes: usize::MAX,
-        }
-    }
-}
-
 /// Parses `source` into its tree; `GiveUp` when it is outside the subset or when the builder
 /// would report anything.
-pub(super) fn parse(source: &str, limits: Limits, split: Split) -> Fast<Node> {
+pub(super) fn parse(source: &str, limits: Limits) -> Fast<Node> {
     if !plain_text(source) {
         return Err(GiveUp);
     }
-    let mut p = Scanner::new(source, limits, split);
+    let mut p = Scanner {
+        src: source,
+        bytes: source.as_bytes(),
+        ascii: source.is_ascii(),
+        next: 0,
+        next_no: 1,
+        peeked: None,
+        limits,
+        depth: 0,
+        nodes: 0,
+        entries: Vec::new(),
+        keys: Vec::new(),
+        items: Vec::new(),
+    };
     let Some(first) = p.peek()? else {
         // An empty stream: saphyr-parser says what it is.
         return Err(GiveUp);
@@ -149,18 +119,6 @@ pub(super) fn parse(source: &str, limits: Limits, split: Split) -> Fast<Node> {
         return Err(GiveUp);
     }
     Ok(root)
-}
-
-/// What a scanner that read one run of a split sequence hands back.
-struct Part {
-    /// The items it read.
-    items: Vec<Node>,
-    /// The nodes it counted.
-    nodes: usize,
-    /// Whether it read up to its bound: the next run goes on with the same sequence.
-    reached_bound: bool,
-    /// Where it stopped: `next`, `next_no`, `peeked`.
-    state: (usize, u32, Option<Line>),
 }
 
 struct Scanner<'s> {
@@ -186,39 +144,16 @@ struct Scanner<'s> {
     keys: Vec<&'s str>,
     /// The items of the sequences being read, likewise.
     items: Vec<Node>,
-    /// Lines from this offset on are not read (the start of the next run of a split
-    /// sequence, or the end of the text).
-    end: usize,
-    split: Split,
 }
 
 impl<'s> Scanner<'s> {
-    fn new(src: &'s str, limits: Limits, split: Split) -> Scanner<'s> {
-        Scanner {
-            src,
-            bytes: src.as_bytes(),
-            ascii: src.is_ascii(),
-            next: 0,
-            next_no: 1,
-            peeked: None,
-            limits,
-            depth: 0,
-            nodes: 0,
-            entries: Vec::new(),
-            keys: Vec::new(),
-            items: Vec::new(),
-            end: src.len(),
-            split,
-        }
-    }
-
     /// The next line with content, without consuming it.
     fn peek(&mut self) -> Fast<Option<Line>> {
         if self.peeked.is_some() {
             return Ok(self.peeked);
         }
         let bytes = self.bytes;
-        while self.next < self.end {
+        while self.next < bytes.len() {
             let start = self.next;
             let end = find_newline(bytes, start);
             let no = self.next_no;
@@ -482,146 +417,29 @@ impl<'s> Scanner<'s> {
     /// a key at the key's own indentation) starts where its first item does.
     fn block_sequence(&mut self, first: Line, indentless: bool) -> Fast<Node> {
         let indent = first.indent();
-        let at = self.entry_content(first)?;
-        let start = self.pos(first, if indentless { at } else { first.content });
+        let mut line = first;
+        let mut at = self.entry_content(line)?;
+        let start = self.pos(line, if indentless { at } else { line.content });
         self.open()?;
         let mark = self.items.len();
-        // Only the sequences of the root or of its mapping can be long enough to split.
-        let rest = if self.depth <= 2 {
-            self.split_items(first, indent)?
-        } else {
-            None
-        };
-        let rest = match rest {
-            Some(rest) => rest,
-            None => {
-                self.items(first, indent)?;
-                Vec::new()
+        loop {
+            let item = self.node_at(line, at)?;
+            self.items.push(item);
+            match self.peek()? {
+                Some(next) if next.indent() == indent && self.is_entry(next) => {
+                    line = next;
+                    at = self.entry_content(line)?;
+                }
+                Some(next) if next.indent() > indent => return Err(GiveUp),
+                _ => break,
             }
-        };
+        }
         self.depth -= 1;
-        let mut items: Vec<Node> = Vec::with_capacity(self.items.len() - mark + rest.len());
-        items.extend(self.items.drain(mark..));
-        items.extend(rest);
+        let items: Vec<Node> = self.items.drain(mark..).collect();
         Ok(Node {
             pos: start,
             kind: NodeKind::Seq(items),
         })
-    }
-
-    /// Reads the items of the sequence at `indent` from its entry `first` into `self.items`,
-    /// up to the first line that does not go on with it.
-    fn items(&mut self, first: Line, indent: usize) -> Fast<()> {
-        let mut line = first;
-        loop {
-            let at = self.entry_content(line)?;
-            let item = self.node_at(line, at)?;
-            self.items.push(item);
-            match self.peek()? {
-                Some(next) if next.indent() == indent && self.is_entry(next) => line = next,
-                Some(next) if next.indent() > indent => return Err(GiveUp),
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    /// Reads a long sequence in runs on several threads (see [`Split`]): the items of the first
-    /// run go into `self.items`, those of the others are returned, and the scanner is left
-    /// where the sequence ends. `None` when the sequence is not split: nothing was read.
-    fn split_items(&mut self, first: Line, indent: usize) -> Fast<Option<Vec<Node>>> {
-        let cuts = self.cuts(first, indent);
-        if cuts.is_empty() {
-            return Ok(None);
-        }
-        let (src, limits, depth) = (self.src, self.limits, self.depth);
-        let bound = |k: usize| cuts.get(k + 1).map_or(src.len(), |&(at, _)| at);
-        // This scanner reads the first run itself; threads claim the others.
-        let (own, parts) = crate::parallel::pieces(
-            cuts.len(),
-            self.split.threads,
-            || {
-                self.end = cuts[0].0;
-                let own = self.items(first, indent);
-                self.end = src.len();
-                own.map(|()| self.next >= cuts[0].0 && self.peeked.is_none())
-            },
-            |k| read_part(src, limits, depth, (cuts[k], bound(k)), indent),
-        );
-        let mut rest = Vec::new();
-        if !own? {
-            // The sequence ends in the first run: the others are not part of it.
-            return Ok(Some(rest));
-        }
-        for part in parts {
-            let part = part?;
-            self.count(part.nodes)?;
-            rest.extend(part.items);
-            (self.next, self.next_no, self.peeked) = part.state;
-            if !part.reached_bound {
-                // The sequence ends in this run: what the next runs read is not part of it.
-                break;
-            }
-        }
-        Ok(Some(rest))
-    }
-
-    /// Where to cut the sequence at `indent` that starts at `first` into runs, with the line
-    /// number there: lines that start one of its items, after `first`, about evenly spaced
-    /// over the rest of the text. Empty when the text is too short to split or no cut is
-    /// found.
-    fn cuts(&self, first: Line, indent: usize) -> Vec<(usize, u32)> {
-        let rest = self.end.saturating_sub(first.start);
-        let runs = self.split.runs.min(rest / self.split.min_run_bytes.max(1));
-        let mut cuts: Vec<(usize, u32)> = Vec::new();
-        let (mut from, mut no) = (first.start, first.no);
-        for k in 1..runs {
-            let target = first.start + rest / runs * k;
-            let Some(cut) = self.item_line_from(target, indent) else {
-                break;
-            };
-            if cut > from {
-                let newlines = self.bytes[from..cut]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
-                let Some(at) = u32::try_from(newlines).ok().and_then(|n| no.checked_add(n)) else {
-                    break;
-                };
-                (from, no) = (cut, at);
-                cuts.push((cut, no));
-            }
-        }
-        cuts
-    }
-
-    /// The start of the first line after the one holding byte `at` that may start an item of
-    /// a sequence at `indent`: a line with content at that indentation that is an entry.
-    /// `None` when a line with content at a lower indentation, or at the same indentation but
-    /// not an entry, comes first: the sequence has ended by then.
-    fn item_line_from(&self, at: usize, indent: usize) -> Option<usize> {
-        let bytes = self.bytes;
-        let mut start = find_newline(bytes, at) + 1;
-        while start < self.end {
-            let end = find_newline(bytes, start);
-            let content = start
-                + bytes[start..end]
-                    .iter()
-                    .position(|&b| b != b' ')
-                    .unwrap_or(end - start);
-            if content < end && bytes[content] != b'#' {
-                let line_indent = content - start;
-                if line_indent < indent {
-                    return None;
-                }
-                if line_indent == indent {
-                    let entry = bytes[content] == b'-'
-                        && (content + 1 == end || bytes[content + 1] == b' ');
-                    return entry.then_some(start);
-                }
-            }
-            start = end + 1;
-        }
-        None
     }
 
     /// Where the item of the entry `line` starts (on the same line, not another `- `).
@@ -782,34 +600,6 @@ impl<'s> Scanner<'s> {
     }
 }
 
-/// Reads one run of a split sequence: the items from the line at `cut` (line number `no`) up
-/// to `bound`, in a scanner of its own at nesting `depth`.
-fn read_part(
-    src: &str,
-    limits: Limits,
-    depth: usize,
-    ((cut, no), bound): ((usize, u32), usize),
-    indent: usize,
-) -> Fast<Part> {
-    let mut p = Scanner::new(src, limits, Split::none());
-    p.next = cut;
-    p.next_no = no;
-    p.end = bound;
-    p.depth = depth;
-    let line = p.peek()?.ok_or(GiveUp)?;
-    if line.start != cut || line.indent() != indent || !p.is_entry(line) {
-        return Err(GiveUp);
-    }
-    p.items(line, indent)?;
-    let reached_bound = p.peek()?.is_none() && bound < src.len();
-    Ok(Part {
-        items: p.items,
-        nodes: p.nodes,
-        reached_bound,
-        state: (p.next, p.next_no, p.peeked),
-    })
-}
-
 /// The offset of the first `\n` at or after `from`, or the length of `bytes`. Eight bytes at a
 /// time.
 fn find_newline(bytes: &[u8], from: usize) -> usize {
@@ -892,128 +682,6 @@ mod tests {
                 assert_eq!(find_newline(&others, 0), len);
             }
         }
-    }
-
-    /// Parses `text` on one thread and in runs of every size, and checks the trees agree.
-    fn same_in_runs(text: &str) -> Option<Node> {
-        let one = parse(text, Limits::default(), Split::none()).ok();
-        for runs in 2..6 {
-            let split = Split {
-                threads: 3,
-                runs,
-                min_run_bytes: 1,
-            };
-            let read = parse(text, Limits::default(), split).ok();
-            assert_eq!(
-                format!("{read:?}"),
-                format!("{one:?}"),
-                "{runs} runs of\n{text}"
-            );
-        }
-        one
-    }
-
-    fn cuts_of(text: &str, runs: usize) -> Vec<usize> {
-        let split = Split {
-            threads: 2,
-            runs,
-            min_run_bytes: 1,
-        };
-        let mut p = Scanner::new(text, Limits::default(), split);
-        let mut line = p.peek().ok().flatten().expect("a line");
-        if !p.is_entry(line) {
-            p.consume();
-            line = p.peek().ok().flatten().expect("a second line");
-        }
-        p.cuts(line, line.indent())
-            .into_iter()
-            .map(|(at, no)| {
-                assert_eq!(no as usize, text[..at].matches('\n').count() + 1);
-                at
-            })
-            .collect()
-    }
-
-    #[test]
-    fn long_sequences_are_cut_at_their_items() {
-        let mut text = String::from("# the pipeline\nworkflows:\n");
-        for i in 0..40 {
-            text.push_str(&format!(
-                "  - name: w{i}\n    # a comment\n\n    depends-on:\n    - a\n    - b\n    commands: [x, 'y']\n"
-            ));
-        }
-        let cuts = cuts_of(&text, 4);
-        assert_eq!(cuts.len(), 3, "{cuts:?}");
-        for cut in cuts {
-            assert!(
-                text[cut..].starts_with("  - name: w"),
-                "{}",
-                &text[cut..cut + 20]
-            );
-        }
-        let root = same_in_runs(&text).expect("in the subset");
-        let NodeKind::Map(entries) = &root.kind else {
-            panic!("{root:?}")
-        };
-        let NodeKind::Seq(items) = &entries[0].value.kind else {
-            panic!("{root:?}")
-        };
-        assert_eq!(items.len(), 40);
-        // The line numbers of the later runs are counted from the start.
-        assert_eq!(items[39].pos, Pos::new(2 + 39 * 7 + 1, 5));
-    }
-
-    #[test]
-    fn runs_beyond_the_end_of_the_sequence_are_dropped() {
-        // The `workflows` list is short; the cuts fall into the next list at the same
-        // indentation, whose items are read once, by the scanner that goes on after it.
-        let mut text = String::from("workflows:\n- a\n- b\nother:\n");
-        for i in 0..50 {
-            text.push_str(&format!("- item {i}\n"));
-        }
-        text.push_str("last: [1, 2]\n");
-        assert!(!cuts_of(&text, 4).is_empty());
-        let root = same_in_runs(&text).expect("in the subset");
-        assert!(format!("{root:?}").contains("item 49"));
-        // And a list that ends at a key of its own indentation, or gives up later.
-        let mut bad = String::from("workflows:\n");
-        for i in 0..30 {
-            bad.push_str(&format!("- {i}\n"));
-        }
-        bad.push_str("- [unclosed\n");
-        for i in 0..30 {
-            bad.push_str(&format!("- {i}\n"));
-        }
-        assert!(same_in_runs(&bad).is_none());
-        let mut duplicate = String::from("workflows:\n");
-        for i in 0..30 {
-            duplicate.push_str(&format!("- {{}}\n- name: {i}\n  name: again\n"));
-        }
-        assert!(same_in_runs(&duplicate).is_none());
-    }
-
-    #[test]
-    fn the_node_limit_counts_every_run() {
-        let mut text = String::from("workflows:\n");
-        for i in 0..100 {
-            text.push_str(&format!("- w{i}\n"));
-        }
-        let limits = Limits {
-            max_nodes: 60,
-            ..Limits::default()
-        };
-        let split = Split {
-            threads: 2,
-            runs: 4,
-            min_run_bytes: 1,
-        };
-        assert!(parse(&text, limits, Split::none()).is_err());
-        assert!(parse(&text, limits, split).is_err());
-        let roomy = Limits {
-            max_nodes: 200,
-            ..Limits::default()
-        };
-        assert!(parse(&text, roomy, split).is_ok());
     }
 
     #[test]
