@@ -176,8 +176,16 @@ impl FileTail {
                 truncated: true,
             });
         }
-        if self.buffer.is_empty() {
-            self.buffer = vec![0; CHUNK];
+        if len == self.offset {
+            return Ok(Read::default());
+        }
+        // As large as what there is to read, up to a chunk: a tail that is followed for long
+        // but gets little (the Slurm executor follows every running job at once) holds little.
+        let want = usize::try_from((len - self.offset).min(limit.max(1)))
+            .unwrap_or(CHUNK)
+            .min(CHUNK);
+        if self.buffer.len() < want {
+            self.buffer.resize(want, 0);
         }
         let mut total = 0u64;
         while total < limit {
@@ -190,6 +198,10 @@ impl FileTail {
             self.offset += n as u64;
             total += n as u64;
             self.lines.push(&self.buffer[..n], reporter);
+        }
+        if !self.keep_open {
+            // Opened at every read, so read seldom: the buffer is not worth keeping.
+            self.buffer = Vec::new();
         }
         Ok(Read {
             bytes: total,
@@ -334,6 +346,29 @@ mod tests {
         again.read(u64::MAX, &r2).expect("read");
         again.finish(&r2);
         assert_eq!(r2.texts(), ["three"]);
+    }
+
+    /// The Slurm executor follows every running job at once: a tail holds no chunk buffer
+    /// while there is nothing new, and one opened at every read keeps none between reads.
+    #[test]
+    fn a_tail_holds_little_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout");
+        std::fs::write(&path, "").expect("create");
+        let r = Collect::default();
+        let mut kept = FileTail::new(path.clone(), Stream::Stdout, 0, true);
+        let mut reopened = FileTail::new(path.clone(), Stream::Stdout, 0, false);
+        for tail in [&mut kept, &mut reopened] {
+            assert_eq!(tail.read(u64::MAX, &r).expect("read"), Read::default());
+            assert_eq!(tail.buffer.capacity(), 0, "nothing to read, no buffer");
+        }
+        std::fs::write(&path, "a short line\n").expect("write");
+        assert_eq!(kept.read(u64::MAX, &r).expect("read").bytes, 13);
+        assert!(kept.buffer.capacity() < 1024, "{}", kept.buffer.capacity());
+        std::fs::write(&path, "a short line\n".repeat(100_000)).expect("write");
+        assert_eq!(reopened.read(u64::MAX, &r).expect("read").bytes, 1_300_000);
+        assert_eq!(reopened.buffer.capacity(), 0, "freed after the read");
+        assert_eq!(r.texts().len(), 100_001);
     }
 
     #[test]
