@@ -140,6 +140,34 @@ impl FileTail {
         File::open(&self.path)
     }
 
+    /// Opens the file now, once for all reads: for a file in a folder that someone else (a
+    /// container's user) may change later. The final component must not be a symbolic link
+    /// (`O_NOFOLLOW`) and the file must be a regular file (a FIFO put there would block the
+    /// reader: the open does not wait, `O_NONBLOCK`).
+    pub(crate) fn open_now(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let flags = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).custom_flags(flags);
+        let file = if self.writable {
+            match options.clone().write(true).open(&self.path) {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => options.open(&self.path),
+                other => other,
+            }
+        } else {
+            options.open(&self.path)
+        }?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        self.keep_open = true;
+        self.file = Some(file);
+        Ok(())
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

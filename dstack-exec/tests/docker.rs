@@ -701,6 +701,49 @@ async fn a_job_that_truncates_its_output() {
     assert_eq!(ran.lines("trunc", Stream::Stdout), vec!["out stays"]);
 }
 
+/// The output folder is writable by the container's user (root here, or its owner): a job
+/// that replaces its output files by a symbolic link to a file of the host and by a FIFO
+/// makes dstack neither read that file nor punch holes in it nor wait on the FIFO; what the
+/// job writes to the files it had arrives.
+#[tokio::test]
+async fn output_files_swapped_by_the_job_are_not_followed() {
+    let docker = client();
+    require_image(&docker, BUSYBOX).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("secret");
+    // Over the 8 MiB after which holes are punched in what was read.
+    let text = "host secret\n".repeat(800_000);
+    std::fs::write(&secret, &text).unwrap();
+    let p = Project::new(&busybox(&format!(
+        "workflows:
+  - name: swap
+    provider: docker
+    image: IMAGE
+    commands:
+      - rm /.dstack-output/stdout /.dstack-output/stderr
+      - ln -s {} /.dstack-output/stdout
+      - mkfifo /.dstack-output/stderr
+      - echo after the swap
+      - echo err after the swap >&2
+",
+        secret.display()
+    )));
+    let ran = tokio::time::timeout(Duration::from_secs(120), p.run("swap"))
+        .await
+        .expect("no wait on the FIFO");
+    ran.succeeded().nothing_left(&docker).await;
+    assert_eq!(ran.lines("swap", Stream::Stdout), vec!["after the swap"]);
+    assert_eq!(
+        ran.lines("swap", Stream::Stderr),
+        vec!["err after the swap"]
+    );
+    assert!(
+        std::fs::read_to_string(&secret).unwrap() == text,
+        "the host file is intact"
+    );
+    assert!(p.output_files().is_empty(), "{:?}", p.output_files());
+}
+
 /// A user that dstack knows only by the image (so it cannot own the files): the files let
 /// anyone append, and the job's output arrives.
 #[tokio::test]

@@ -270,7 +270,14 @@ impl Inner {
         };
         let pump = tokio::spawn(pump(output, reporter.clone()));
         // Kept files are kept whole; others give back what was read as it goes.
-        let follower = Follower::start(files, reporter.clone(), !self.config.keep_containers);
+        let follower = match Follower::start(files, reporter.clone(), !self.config.keep_containers)
+        {
+            Ok(follower) => follower,
+            Err(message) => {
+                pump.abort();
+                return failed(format!("cannot read the job's output files: {message}"));
+            }
+        };
         if cancel.is_cancelled() {
             pump.abort();
             return JobOutcome::Cancelled;

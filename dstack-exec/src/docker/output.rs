@@ -162,22 +162,34 @@ pub(crate) struct Follower {
 impl Follower {
     /// Starts following the files in `dir`; `release`: give back the disk blocks of what was
     /// reported.
-    pub(crate) fn start(dir: &Path, reporter: Arc<dyn Reporter>, release: bool) -> Follower {
+    ///
+    /// Both files are opened here, before the container starts, and only here: the folder
+    /// may belong to the container's user, who could put a symbolic link (to a file of the
+    /// host, which dstack would then read, and punch holes in) or a FIFO (on which a reader
+    /// would wait forever) in place of a file once the job runs.
+    pub(crate) fn start(
+        dir: &Path,
+        reporter: Arc<dyn Reporter>,
+        release: bool,
+    ) -> Result<Follower, String> {
         let (control, rx) = mpsc::channel();
         let tail = |name: &str, stream: Stream| {
             let tail = FileTail::new(dir.join(name), stream, 0, true);
-            if release { tail.releasing() } else { tail }
+            let mut tail = if release { tail.releasing() } else { tail };
+            tail.open_now()
+                .map_err(|e| format!("cannot open `{}`: {e}", tail.path().display()))?;
+            Ok::<_, String>(tail)
         };
         let tails = [
-            tail("stdout", Stream::Stdout),
-            tail("stderr", Stream::Stderr),
+            tail("stdout", Stream::Stdout)?,
+            tail("stderr", Stream::Stderr)?,
         ];
         let thread =
             tokio::task::spawn_blocking(move || follow(tails, reporter.as_ref(), release, &rx));
-        Follower {
+        Ok(Follower {
             control: Some(control),
             thread: Some(thread),
-        }
+        })
     }
 
     /// The container has exited: reads both files to their end, reports the last lines.
@@ -309,6 +321,70 @@ mod tests {
         assert_eq!(numeric_user(Some("nobody")), None);
         assert_eq!(numeric_user(Some("1000:staff")), None);
         assert_eq!(numeric_user(None), None);
+    }
+
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<String>>);
+
+    impl Reporter for Collect {
+        fn started(&self, _: &str) {}
+        fn log(&self, _: Stream, bytes: &[u8]) {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            self.0.lock().expect("lock").push(text);
+        }
+        fn note(&self, _: &str) {}
+    }
+
+    /// The folder may be the container user's: what it puts there once the job runs (a
+    /// symbolic link to a file of the host, a FIFO) is never opened; the files are opened
+    /// before the start, or the job does not start.
+    #[tokio::test]
+    async fn files_swapped_by_the_job_are_not_followed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let secret = root.path().join("secret");
+        std::fs::write(&secret, "host secret\n").expect("secret");
+        let dir = root.path().join("docker/dstack-x");
+        create(&dir, None).expect("create");
+
+        // Swapped before the start: refused.
+        std::fs::remove_file(dir.join("stdout")).expect("rm");
+        std::os::unix::fs::symlink(&secret, dir.join("stdout")).expect("symlink");
+        let r = Arc::new(Collect::default());
+        let e = Follower::start(&dir, r.clone(), true)
+            .err()
+            .expect("a symlink");
+        assert!(e.contains("stdout"), "{e}");
+        std::fs::remove_file(dir.join("stdout")).expect("rm");
+        std::fs::write(dir.join("stdout"), "").expect("file");
+        std::fs::remove_file(dir.join("stderr")).expect("rm");
+        nix::unistd::mkfifo(&dir.join("stderr"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let e = Follower::start(&dir, r.clone(), true)
+            .err()
+            .expect("a fifo");
+        assert!(
+            e.contains("stderr") && e.contains("not a regular file"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.join("stderr")).expect("rm");
+        std::fs::write(dir.join("stderr"), "").expect("file");
+
+        // Swapped once it runs: the files opened at the start are the ones read.
+        let follower = Follower::start(&dir, r.clone(), true).expect("start");
+        let mut job = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("stdout"))
+            .expect("the job's stdout");
+        std::fs::remove_file(dir.join("stdout")).expect("rm");
+        std::os::unix::fs::symlink(&secret, dir.join("stdout")).expect("symlink");
+        std::io::Write::write_all(&mut job, b"from the job\n").expect("write");
+        follower.drain().await;
+        assert_eq!(*r.0.lock().expect("lock"), ["from the job\n"]);
+        assert_eq!(
+            std::fs::read_to_string(&secret).expect("secret"),
+            "host secret\n"
+        );
+        remove(&dir);
+        assert!(secret.exists());
     }
 
     #[test]
