@@ -185,7 +185,7 @@ impl Project {
     }
 
     /// Every output folder of this store's jobs (`runs/RUN/docker/CONTAINER`), with the files
-    /// in it and their lengths.
+    /// in it and their lengths, and the runs' `docker` folders.
     fn output_files(&self) -> Vec<(PathBuf, u64)> {
         let mut found = Vec::new();
         for run in std::fs::read_dir(self.state.join("runs"))
@@ -193,6 +193,9 @@ impl Project {
             .flatten()
         {
             let docker = run.unwrap().path().join("docker");
+            if docker.exists() {
+                found.push((docker.clone(), 0));
+            }
             for dir in std::fs::read_dir(docker).into_iter().flatten() {
                 let dir = dir.unwrap().path();
                 found.push((dir.clone(), 0));

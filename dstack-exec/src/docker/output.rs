@@ -88,13 +88,18 @@ fn numeric_user(user: Option<&str>) -> Option<(u32, Option<u32>)> {
 /// folder 0711 whose content cannot be listed).
 pub(crate) fn create(dir: &Path, user: Option<&str>) -> Result<(), String> {
     let fail = |what: &Path, e: std::io::Error| format!("cannot create `{}`: {e}", what.display());
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+    let mut attempts = 0;
+    loop {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            // The run's `docker` folder was removed in between, by the clean-up of its last
+            // other job ([`remove`]): made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 10 => attempts += 1,
+            made => break made.map_err(|e| fail(dir, e))?,
+        }
     }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| fail(dir, e))?;
     let me = std::fs::metadata(dir).map_err(|e| fail(dir, e))?.uid();
     let owner = match numeric_user(user) {
         Some((uid, _)) if uid == me => Some(None),
@@ -126,12 +131,25 @@ pub(crate) fn create(dir: &Path, user: Option<&str>) -> Result<(), String> {
     set(dir, dir_mode)
 }
 
-/// Removes an output folder (gone already is fine).
+/// Removes an output folder (gone already is fine), and the run's `docker` folder with its
+/// last one.
 pub(crate) fn remove(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!("cannot remove the output files `{}`: {e}", dir.display());
+    }
+    // `STORE/runs/RUN/docker/NAME` (not `.NAME.output` beside a tree elsewhere, whose folder
+    // is not ours): the folder goes when it is empty (other jobs' folders keep it).
+    let in_run = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !n.starts_with('.'));
+    if let Some(parent) = dir.parent()
+        && in_run
+        && parent.file_name().is_some_and(|n| n == "docker")
+    {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
@@ -415,5 +433,31 @@ mod tests {
         remove(&named);
         assert!(!named.exists());
         remove(&named);
+    }
+
+    /// The run's `docker` folder goes with the files of its last job; a folder that is not a
+    /// run's stays.
+    #[test]
+    fn the_docker_folder_goes_with_its_last_job() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let docker = root.path().join("runs/r-1/docker");
+        let (a, b) = (docker.join("dstack-a"), docker.join("dstack-b"));
+        create(&a, None).expect("create");
+        create(&b, None).expect("create");
+        remove(&a);
+        assert!(b.join("stdout").exists());
+        remove(&b);
+        assert!(!docker.exists());
+        assert!(root.path().join("runs/r-1").exists());
+        // Made again for a later job.
+        create(&a, None).expect("create");
+        remove(&a);
+        assert!(!docker.exists());
+
+        let elsewhere = root.path().join("docker");
+        let c = host_dir(&elsewhere.join("tree"), "dstack-c");
+        create(&c, None).expect("create");
+        remove(&c);
+        assert!(!c.exists() && elsewhere.exists());
     }
 }
