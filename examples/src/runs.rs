@@ -188,7 +188,11 @@ fn drive_foreground(
             .drive(run, options, vec![renderer.subscriber()], cancel, hurry)
             .await
             .map_err(Failure::from)
-    })?;
+    });
+    // The jobs' output that waits, before anything else is said, also after an error (the
+    // renderer's drop would do it only when no one else, its flushing thread, holds it).
+    renderer.flush();
+    let summary = summary?;
     print_summary(&summary.run, &summary.jobs, err);
     match summary.run.status {
         RunStatus::Done => Ok(()),
