@@ -5,7 +5,9 @@
 //! - **Where.** On the host, `STORE/runs/RUN/docker/CONTAINER/{stdout,stderr}` (beside the
 //!   job's tree, [`host_dir`]); in the container, the folder is mounted at [`OUTPUT_DIR`] and
 //!   the job's shell starts with `exec >>OUTPUT_DIR/stdout 2>>OUTPUT_DIR/stderr`. Both files
-//!   exist before the container does, writable by the container's user ([`create`]).
+//!   exist before the container does, writable by the container's user ([`create`]), and are
+//!   opened by dstack before it starts, never again by path (the folder may be the
+//!   container user's: see [`Follower::start`]).
 //! - **Following.** One thread per job reads both files from where it stopped (chunks of
 //!   256 KiB, at most 4 MiB per file and turn), and when there is nothing new, waits 2 ms,
 //!   doubling up to 50 ms. Lines go to the [`Reporter`] as they did from the attach stream:
