@@ -314,9 +314,11 @@ impl Inner {
             self.stop(name).await;
             let _ = wait.await;
         }
-        // The output ends when the container has exited and everything was read.
-        follower.drain().await;
+        // The output ends when the container has exited and everything was read. The attach
+        // stream ends with the container: waiting for it first covers a wait that failed
+        // while the container still ran.
         let _ = pump.await;
+        follower.drain().await;
         if cancelled {
             return JobOutcome::Cancelled;
         }
