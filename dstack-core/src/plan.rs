@@ -224,10 +224,10 @@ impl Project {
     /// [`Project::materialise_in_order`] on several threads, for large plans: the workflows
     /// are independent until [`Project::link`], and threads claim them in pieces
     /// ([`crate::parallel::pieces`]). `None` when it does not apply: a small plan, one
-    /// processor, a workflow whose provider is a program (programs run one at a time), or any
-    /// error found. Errors are then found again in
-    /// order, so that every message, and which of them the budgets allow, is the same as
-    /// without threads.
+    /// processor, a workflow whose provider is a program (programs run one at a time) or is
+    /// not [`Provider::concurrent`](crate::Provider::concurrent), or any error found. Errors
+    /// are then found again in order, so that every message, and which of them the budgets
+    /// allow, is the same as without threads.
     fn materialise_parallel(
         &self,
         order: &[usize],
@@ -238,11 +238,12 @@ impl Project {
         if threads < 2 {
             return None;
         }
-        let built_in = |i: &usize| match &self.workflows[*i].provider {
-            ProviderRef::Named(name) => self.registry.get(name).is_some(),
+        // Programs run one at a time; so do providers that say so.
+        let concurrent = |i: &usize| match &self.workflows[*i].provider {
+            ProviderRef::Named(name) => self.registry.get(name).is_some_and(|p| p.concurrent()),
             ProviderRef::Repo { .. } => false,
         };
-        if !order.iter().all(built_in) {
+        if !order.iter().all(concurrent) {
             return None;
         }
         let parts: Vec<&[usize]> = order.chunks(PIECE_WORKFLOWS).collect();
@@ -946,6 +947,37 @@ mod tests {
         // Too few workflows per thread: one thread.
         let small = project.closure(project.index["w300"]);
         assert!(project.materialise_parallel(&small, &resolved, 2).is_none());
+    }
+
+    /// A provider that must be called one at a time.
+    #[derive(Debug)]
+    struct OneAtATime;
+
+    impl Provider for OneAtATime {
+        fn name(&self) -> &str {
+            "pair"
+        }
+
+        fn jobs(&self, params: &mut Params<'_>) -> Vec<JobSpec> {
+            Pair.jobs(params)
+        }
+
+        fn concurrent(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn providers_that_are_not_concurrent_plan_on_one_thread() {
+        let mut project = project(1500, None);
+        let order = project.closure(project.index["w1499"]);
+        let resolved = ResolvedOverrides::default();
+        assert!(project.materialise_parallel(&order, &resolved, 2).is_some());
+        project.registry.register(Arc::new(OneAtATime));
+        assert!(project.materialise_parallel(&order, &resolved, 2).is_none());
+        // Planned all the same, on the calling thread.
+        let plan = project.plan("w1499", &Overrides::new()).expect("plans");
+        assert!(plan.jobs.iter().any(|j| j.id == "w1499/second"));
     }
 
     #[test]

@@ -26,11 +26,23 @@ pub const DEFAULT_PYTHON: &str = "3.10";
 /// variables as environment variables, `timeout` and `retries`. When a provider returns several
 /// jobs, it names each with `id` (unique within the workflow) and may order them with
 /// `depends_on` among those names.
+///
+/// A large plan (512 workflows and more) calls `jobs` for several workflows at once, on
+/// several threads, unless one of its providers says otherwise through
+/// [`Provider::concurrent`]; `jobs` may also be called again for the same workflow (a plan
+/// with errors is made again on one thread, so that its messages are those of one thread).
 pub trait Provider: Send + Sync + fmt::Debug {
     /// The name workflows use in `provider:`.
     fn name(&self) -> &str;
     /// Makes the jobs of one workflow.
     fn jobs(&self, params: &mut Params<'_>) -> Vec<JobSpec>;
+    /// Whether `jobs` may run for several workflows at once on several threads. True unless
+    /// overridden: a provider that would only wait on a lock the others hold (one written in
+    /// Python needs the interpreter's lock), or whose calls must come one at a time, says
+    /// false, and plans that use it are made on one thread.
+    fn concurrent(&self) -> bool {
+        true
+    }
 }
 
 /// The providers a project can use: the built-in ones and any registered in code.

@@ -53,6 +53,12 @@ impl dstack_core::Provider for PyProvider {
         &self.name
     }
 
+    /// Calls need the interpreter's lock, and an exception is kept for the calling thread
+    /// (`catching_providers`): plans that use a Python provider are made on that thread.
+    fn concurrent(&self) -> bool {
+        false
+    }
+
     fn jobs(&self, params: &mut Params<'_>) -> Vec<dstack_core::JobSpec> {
         let mut values = Vec::with_capacity(self.keys.len());
         for &key in &self.keys {

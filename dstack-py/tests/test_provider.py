@@ -160,3 +160,43 @@ def test_provider_arguments_are_checked() -> None:
         ds.Provider("x", echo_jobs, keys=["a"], required=["z"])
     with pytest.raises(TypeError, match="dstack_py.Provider"):
         ds.Project(".", providers=[echo_jobs])  # type: ignore[list-item]
+
+
+def test_large_plans_call_python_providers_on_the_calling_thread(
+    make_project: ProjectFactory,
+) -> None:
+    """Plans of 512 workflows and more are made on several threads, but not those that use a
+    provider written in Python: its calls need the interpreter's lock, and its exception must
+    reach the caller as it is, raised once."""
+    import threading
+
+    calls: list[tuple[str, int]] = []
+
+    class Refused(Exception):
+        pass
+
+    def counted(workflow: str, params: dict[str, Any]) -> ds.JobSpec:
+        calls.append((workflow, threading.get_ident()))
+        if workflow == params.get("fail"):
+            raise Refused(workflow)
+        return ds.JobSpec([f"echo {workflow}"], image="ubuntu")
+
+    provider = ds.Provider("counted", counted, keys=["fail"])
+    lines = ["workflows:"]
+    for i in range(600):
+        after = f", depends-on: [w{i - 1}]" if i else ""
+        lines.append(f"  - {{name: w{i}, provider: counted{after}}}")
+    project = ds.Project(make_project("\n".join(lines) + "\n"), providers=[provider])
+    calls.clear()  # (loading checks every workflow too)
+    plan = project.plan("w599")
+    assert [j.id for j in plan.jobs] == [f"w{i}" for i in range(600)]
+    assert [w for w, _ in calls] == [f"w{i}" for i in range(600)]
+    assert {t for _, t in calls} == {threading.get_ident()}
+
+    calls.clear()
+    failing = "\n".join(lines).replace(
+        "{name: w300, provider: counted,", "{name: w300, provider: counted, fail: w300,"
+    )
+    with pytest.raises(Refused, match="w300"):
+        ds.Project(make_project(failing + "\n", name="failing"), providers=[provider]).plan("w599")
+    assert [w for w, _ in calls].count("w300") == 1
