@@ -10,6 +10,8 @@ mod runs;
 /// mimalloc instead of the system allocator: fewer instructions per allocation, and far fewer
 /// page faults, because it takes memory from the system in large pieces (`dstack plan` on
 /// thousands of workflows makes hundreds of thousands of small allocations; BENCHMARKS.md).
+/// Its 2.x line (the crate's `v2` feature): mimalloc 3 touched a third more fresh memory for
+/// the same work here, and zeroing fresh pages is much of a short run's time.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
