@@ -601,7 +601,7 @@ fn name_of(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
         }
         return None;
     }
-    Some(s.text.clone())
+    Some(s.text.as_str().to_owned())
 }
 
 fn parse_workflows(mut root: Node, sink: &mut Sink<'_>) -> Vec<Workflow> {
@@ -721,7 +721,7 @@ fn parse_workflow(node: Node, sink: &mut Sink<'_>) -> Option<Workflow> {
                 depends_on = parse_depends_on(&e.value, shown, sink);
             }
             "help" => match e.value.as_scalar() {
-                Some(s) if s.value != ScalarValue::Null => help = Some(s.text.clone()),
+                Some(s) if s.value != ScalarValue::Null => help = Some(s.text.as_str().to_owned()),
                 _ => {
                     sink.error(
                         e.value.pos,
@@ -1045,7 +1045,7 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
             }
         };
         let image = match item.get("image").and_then(Node::as_scalar) {
-            Some(s) if s.value != ScalarValue::Null => Some(s.text.clone()),
+            Some(s) if s.value != ScalarValue::Null => Some(s.text.as_str().to_owned()),
             _ => {
                 sink.error(
                     item.get("image").map_or(item.pos, |n| n.pos),
@@ -1060,7 +1060,9 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
             Some((_, NodeKind::Seq(cmds))) => {
                 for c in cmds {
                     match c.as_scalar() {
-                        Some(s) if s.value != ScalarValue::Null => commands.push(s.text.clone()),
+                        Some(s) if s.value != ScalarValue::Null => {
+                            commands.push(s.text.as_str().to_owned())
+                        }
                         _ => {
                             sink.error(
                                 c.pos,
@@ -1095,7 +1097,7 @@ fn parse_providers(text: &str, sink: &mut Sink<'_>) -> Vec<CustomProvider> {
         let help = item
             .get("help")
             .and_then(Node::as_scalar)
-            .map(|s| s.text.clone());
+            .map(|s| s.text.as_str().to_owned());
         let (Some(name), Some(image)) = (name, image) else {
             continue;
         };

@@ -239,7 +239,7 @@ impl<'a> Params<'a> {
             return None;
         }
         match &node.kind {
-            NodeKind::Scalar(s) if s.value != ScalarValue::Null => Some(s.text.clone()),
+            NodeKind::Scalar(s) if s.value != ScalarValue::Null => Some(s.text.as_str().to_owned()),
             _ => {
                 self.type_error(key, node, "a string");
                 None
@@ -279,7 +279,7 @@ impl<'a> Params<'a> {
                     match &item.kind {
                         _ if item.is_invalid() => ok = false,
                         NodeKind::Scalar(s) if s.value != ScalarValue::Null => {
-                            out.push(s.text.clone());
+                            out.push(s.text.as_str().to_owned());
                         }
                         _ => {
                             let message = format!(
@@ -294,7 +294,9 @@ impl<'a> Params<'a> {
                 }
                 ok.then_some(out)
             }
-            NodeKind::Scalar(s) if s.value != ScalarValue::Null => Some(vec![s.text.clone()]),
+            NodeKind::Scalar(s) if s.value != ScalarValue::Null => {
+                Some(vec![s.text.as_str().to_owned()])
+            }
             _ => {
                 self.type_error(key, node, "a list of strings");
                 None
@@ -455,7 +457,7 @@ impl<'a> Params<'a> {
         for item in items {
             let text = match &item.kind {
                 _ if item.is_invalid() => continue,
-                NodeKind::Scalar(s) if s.value != ScalarValue::Null => s.text.clone(),
+                NodeKind::Scalar(s) if s.value != ScalarValue::Null => s.text.as_str().to_owned(),
                 NodeKind::Map(_) if item.get("path").is_some() => {
                     let Some(path) = item.get("path") else {
                         continue;
@@ -533,9 +535,9 @@ impl<'a> Params<'a> {
                             let value = if s.value == ScalarValue::Null {
                                 String::new()
                             } else {
-                                s.text.clone()
+                                s.text.as_str().to_owned()
                             };
-                            put(e.key.text.clone(), value);
+                            put(e.key.text.as_str().to_owned(), value);
                         }
                         _ => {
                             let message = format!(

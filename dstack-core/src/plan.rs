@@ -395,7 +395,12 @@ impl Project {
                     .iter()
                     .zip(&substituted)
                     .filter(|(e, _)| !matches!(e.key.text.as_str(), "timeout" | "retries"))
-                    .map(|(e, new)| (e.key.text.clone(), new.as_ref().unwrap_or(&e.value)))
+                    .map(|(e, new)| {
+                        (
+                            e.key.text.as_str().to_owned(),
+                            new.as_ref().unwrap_or(&e.value),
+                        )
+                    })
                     .filter(|(_, v)| !v.is_invalid())
                     .map(|(k, v)| (k, v.to_json()))
                     .collect();
@@ -535,7 +540,7 @@ const PIECE_WORKFLOWS: usize = 64;
 fn env_text(value: &Node) -> String {
     match &value.kind {
         NodeKind::Scalar(s) if s.value == ScalarValue::Null => String::new(),
-        NodeKind::Scalar(s) => s.text.clone(),
+        NodeKind::Scalar(s) => s.text.as_str().to_owned(),
         _ => value.to_json().to_string(),
     }
 }

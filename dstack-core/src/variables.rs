@@ -129,7 +129,7 @@ impl Variables {
                             continue;
                         }
                         section.vars.insert(
-                            v.key.text,
+                            v.key.text.into_string(),
                             Variable {
                                 pos: v.key.pos,
                                 value: v.value,
@@ -149,7 +149,7 @@ impl Variables {
                     );
                 }
             }
-            out.sections.insert(s.key.text, section);
+            out.sections.insert(s.key.text.into_string(), section);
         }
         out
     }
@@ -932,7 +932,7 @@ mod tests {
     use std::sync::Arc;
 
     fn var(text: &str) -> Node {
-        Node::synthetic(NodeKind::Scalar(Scalar::new(text.into(), Style::Plain)))
+        Node::synthetic(NodeKind::Scalar(Scalar::new(text, Style::Plain)))
     }
 
     fn run(text: &str, style: Style, vars: &[(&str, &str)]) -> (Node, Vec<Diagnostic>) {
@@ -943,7 +943,7 @@ mod tests {
         }
         let node = Node {
             pos: Pos::new(3, 10),
-            kind: NodeKind::Scalar(Scalar::new(text.into(), style)),
+            kind: NodeKind::Scalar(Scalar::new(text, style)),
         };
         let path: Arc<Path> = Path::new("w.yaml").into();
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 //! beyond [`Limits::max_alias_nodes`] (the "billion laughs" attack) end the load with one error,
 //! in time and memory proportional to the input read so far.
 
+pub use compact_str::CompactString;
 use foldhash::{HashMap, HashMapExt};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
@@ -97,8 +98,9 @@ pub enum ScalarValue {
 /// Keeping the text matters: `python: 3.10` is the float 3.1 to YAML, but the user meant "3.10".
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scalar {
-    /// The scalar's text after YAML unquoting.
-    pub text: String,
+    /// The scalar's text after YAML unquoting. Texts of up to 24 bytes (most keys and values
+    /// of a workflow file) are held inline, without an allocation of their own.
+    pub text: CompactString,
     /// How it was written.
     pub style: Style,
     /// Its type.
@@ -108,7 +110,8 @@ pub struct Scalar {
 impl Scalar {
     /// A scalar with the type YAML would give `text` written in `style`.
     #[must_use]
-    pub fn new(text: String, style: Style) -> Self {
+    pub fn new(text: impl Into<CompactString>, style: Style) -> Self {
+        let text = text.into();
         let value = if style == Style::Plain {
             resolve_plain(&text)
         } else {
@@ -119,8 +122,8 @@ impl Scalar {
 
     /// A quoted string scalar.
     #[must_use]
-    pub fn string(text: impl Into<String>) -> Self {
-        Scalar::new(text.into(), Style::Quoted)
+    pub fn string(text: impl Into<CompactString>) -> Self {
+        Scalar::new(text, Style::Quoted)
     }
 
     /// The name of this scalar's type, for messages.
@@ -139,8 +142,8 @@ impl Scalar {
 /// A mapping key: always a scalar, kept as text with its position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Key {
-    /// The key's text.
-    pub text: String,
+    /// The key's text (inline up to 24 bytes, like [`Scalar::text`]).
+    pub text: CompactString,
     /// Where the key is written.
     pub pos: Pos,
 }
@@ -243,14 +246,14 @@ impl Node {
                 ScalarValue::Bool(b) => J::Bool(b),
                 ScalarValue::Int(i) => J::from(i),
                 ScalarValue::Float(f) => serde_json::Number::from_f64(f)
-                    .map_or_else(|| J::String(s.text.clone()), J::Number),
-                ScalarValue::Str | ScalarValue::Invalid => J::String(s.text.clone()),
+                    .map_or_else(|| J::String(s.text.as_str().to_owned()), J::Number),
+                ScalarValue::Str | ScalarValue::Invalid => J::String(s.text.as_str().to_owned()),
             },
             NodeKind::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => J::Object(
                 entries
                     .iter()
-                    .map(|e| (e.key.text.clone(), e.value.to_json()))
+                    .map(|e| (e.key.text.as_str().to_owned(), e.value.to_json()))
                     .collect(),
             ),
         }
@@ -759,7 +762,7 @@ impl Builder {
                                 Code::Type,
                                 "mapping keys must be plain text, not a list or a mapping",
                             );
-                            String::new()
+                            CompactString::default()
                         }
                     };
                     *key = Some(Key {
@@ -776,12 +779,12 @@ impl Builder {
                             entries
                                 .iter()
                                 .enumerate()
-                                .map(|(i, e)| (e.key.text.clone(), i))
+                                .map(|(i, e)| (e.key.text.as_str().to_owned(), i))
                                 .collect(),
                         );
                     }
                     let earlier = match index {
-                        Some(index) => index.get(&k.text).map(|&i| &entries[i]),
+                        Some(index) => index.get(k.text.as_str()).map(|&i| &entries[i]),
                         None => entries.iter().find(|e| e.key.text == k.text),
                     };
                     if k.text == "<<" {
@@ -798,7 +801,7 @@ impl Builder {
                         ));
                     } else {
                         if let Some(index) = index {
-                            index.insert(k.text.clone(), entries.len());
+                            index.insert(k.text.as_str().to_owned(), entries.len());
                         }
                         entries.push(Entry {
                             key: k,
@@ -825,8 +828,10 @@ fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>, sink: &mut Sink<'_>
     if merges.is_empty() {
         return;
     }
-    let mut present: std::collections::HashSet<String> =
-        entries.iter().map(|e| e.key.text.clone()).collect();
+    let mut present: std::collections::HashSet<String> = entries
+        .iter()
+        .map(|e| e.key.text.as_str().to_owned())
+        .collect();
     for merge in merges {
         let sources: Vec<Node> = match merge.kind {
             NodeKind::Seq(items) => items,
@@ -839,7 +844,7 @@ fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>, sink: &mut Sink<'_>
             match source.kind {
                 NodeKind::Map(more) => {
                     for entry in more {
-                        if present.insert(entry.key.text.clone()) {
+                        if present.insert(entry.key.text.as_str().to_owned()) {
                             entries.push(entry);
                         }
                     }

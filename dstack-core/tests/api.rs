@@ -142,10 +142,9 @@ fn overrides_reach_every_section_that_defines_the_variable() {
     );
     assert_eq!(plan.jobs[1].commands, ["echo 1 10"]);
 
-    let overrides = Overrides::new().with("seed", Scalar::string("7")).with(
-        "epochs",
-        Scalar::new("3".into(), dstack_core::yaml::Style::Plain),
-    );
+    let overrides = Overrides::new()
+        .with("seed", Scalar::string("7"))
+        .with("epochs", Scalar::new("3", dstack_core::yaml::Style::Plain));
     let plan = project.plan("train", &overrides).expect("plans");
     assert_eq!(plan.jobs[0].commands, ["echo 7"]);
     assert_eq!(plan.jobs[1].commands, ["echo 7 3"]);

@@ -137,7 +137,7 @@ impl From<&dstack_core::Workflow> for Workflow {
         let params = serde_json::Value::Object(
             w.params
                 .iter()
-                .map(|e| (e.key.text.clone(), e.value.to_json()))
+                .map(|e| (e.key.text.as_str().to_owned(), e.value.to_json()))
                 .collect(),
         );
         Workflow {

@@ -23,7 +23,7 @@
 //! and every other document takes the saphyr-parser path. `tests/yaml_fast_path.rs` checks
 //! both paths against each other.
 
-use super::{Entry, Key, Limits, Node, NodeKind, Pos, Scalar, Style};
+use super::{CompactString, Entry, Key, Limits, Node, NodeKind, Pos, Scalar, Style};
 
 /// The document is outside the subset (or the builder refused it): use saphyr-parser.
 pub(super) struct GiveUp;
@@ -209,7 +209,7 @@ impl<'s> Scanner<'s> {
         Ok(())
     }
 
-    fn scalar(&mut self, text: String, style: Style, pos: Pos) -> Fast<Node> {
+    fn scalar(&mut self, text: CompactString, style: Style, pos: Pos) -> Fast<Node> {
         // A scalar costs one node per 64 bytes of text too, as in the builder.
         self.count(1 + text.len() / 64)?;
         Ok(Node {
@@ -283,8 +283,11 @@ impl<'s> Scanner<'s> {
                     PlainEnd::Colon(_) => Err(GiveUp),
                     PlainEnd::Line => {
                         let pos = self.pos(line, at);
-                        let node =
-                            self.scalar(self.src[at..text_end].to_owned(), Style::Plain, pos)?;
+                        let node = self.scalar(
+                            CompactString::new(&self.src[at..text_end]),
+                            Style::Plain,
+                            pos,
+                        )?;
                         self.consume();
                         Ok(node)
                     }
@@ -304,7 +307,11 @@ impl<'s> Scanner<'s> {
                     return Err(GiveUp);
                 }
                 let pos = self.pos(line, at);
-                let node = self.scalar(self.src[at..text_end].to_owned(), Style::Plain, pos)?;
+                let node = self.scalar(
+                    CompactString::new(&self.src[at..text_end]),
+                    Style::Plain,
+                    pos,
+                )?;
                 self.consume();
                 Ok(node)
             }
@@ -373,7 +380,7 @@ impl<'s> Scanner<'s> {
                     }
                     _ => {
                         let pos = self.pos(line, colon);
-                        self.scalar(String::new(), Style::Plain, pos)?
+                        self.scalar(CompactString::default(), Style::Plain, pos)?
                     }
                 }
             } else {
@@ -381,7 +388,7 @@ impl<'s> Scanner<'s> {
             };
             self.entries.push(Entry {
                 key: Key {
-                    text: key.to_owned(),
+                    text: CompactString::new(key),
                     pos: key_pos,
                 },
                 value,
@@ -470,7 +477,7 @@ impl<'s> Scanner<'s> {
             }
             let end = body + len;
             self.check_after_quoted(line, end + 1)?;
-            let node = self.scalar(self.src[body..end].to_owned(), Style::Quoted, pos)?;
+            let node = self.scalar(CompactString::new(&self.src[body..end]), Style::Quoted, pos)?;
             return Ok((node, end + 1));
         }
         // Single quotes: `''` stands for one quote.
@@ -493,9 +500,9 @@ impl<'s> Scanner<'s> {
         self.check_after_quoted(line, end + 1)?;
         let raw = &self.src[body..end];
         let text = if doubled {
-            raw.replace("''", "'")
+            CompactString::from(raw.replace("''", "'"))
         } else {
-            raw.to_owned()
+            CompactString::new(raw)
         };
         let node = self.scalar(text, Style::Quoted, pos)?;
         Ok((node, end + 1))
@@ -558,7 +565,7 @@ impl<'s> Scanner<'s> {
                     }
                     let pos = self.pos(line, begin);
                     items.push(self.scalar(
-                        self.src[begin..text_end].to_owned(),
+                        CompactString::new(&self.src[begin..text_end]),
                         Style::Plain,
                         pos,
                     )?);
@@ -595,7 +602,7 @@ impl<'s> Scanner<'s> {
         if bytes[end] == b'\\' || bytes.get(end + 1) == Some(&quote) {
             return Err(GiveUp);
         }
-        let node = self.scalar(self.src[body..end].to_owned(), Style::Quoted, pos)?;
+        let node = self.scalar(CompactString::new(&self.src[body..end]), Style::Quoted, pos)?;
         Ok((node, end + 1))
     }
 }
