@@ -547,40 +547,59 @@ fn env_text(value: &Node) -> String {
 
 /// Sorts jobs topologically and groups them into stages (Kahn's algorithm by levels).
 fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Diagnostics> {
+    let n = jobs.len();
     let index: HashMap<&str, usize> = jobs
         .iter()
         .enumerate()
         .map(|(i, j)| (j.id.as_str(), i))
         .collect();
-    let mut indegree = vec![0usize; jobs.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    // The edges `dependency -> dependent`, as one flat list grouped by dependency (CSR):
+    // `dependents[starts[d]..starts[d + 1]]` wait for job `d`. Two vectors instead of one
+    // per job.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    let mut indegree = vec![0usize; n];
+    let mut starts = vec![0usize; n + 1];
     for (i, job) in jobs.iter().enumerate() {
         for dep in &job.depends_on {
             if let Some(&d) = index.get(dep.as_str()) {
                 indegree[i] += 1;
-                dependents[d].push(i);
+                starts[d + 1] += 1;
+                edges.push((d, i));
             }
         }
     }
-    let mut current: Vec<usize> = (0..jobs.len()).filter(|&i| indegree[i] == 0).collect();
-    let mut stages_idx = Vec::new();
-    let mut placed = 0;
-    while !current.is_empty() {
-        current.sort_unstable();
-        let mut next = Vec::new();
-        for &i in &current {
-            for &d in &dependents[i] {
+    for d in 0..n {
+        starts[d + 1] += starts[d];
+    }
+    let mut dependents = vec![0usize; edges.len()];
+    let mut fill = starts.clone();
+    for &(d, i) in &edges {
+        dependents[fill[d]] = i;
+        fill[d] += 1;
+    }
+    // Kahn's algorithm by levels: `order` holds the jobs stage after stage, `ends[k]` where
+    // stage `k` ends in it.
+    let mut order: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    order.reserve(n - order.len());
+    let mut ends = Vec::new();
+    let mut begin = 0;
+    while begin < order.len() {
+        let end = order.len();
+        order[begin..end].sort_unstable();
+        for at in begin..end {
+            let i = order[at];
+            for &d in &dependents[starts[i]..starts[i + 1]] {
                 indegree[d] -= 1;
                 if indegree[d] == 0 {
-                    next.push(d);
+                    order.push(d);
                 }
             }
         }
-        placed += current.len();
-        stages_idx.push(std::mem::replace(&mut current, next));
+        ends.push(end);
+        begin = end;
     }
-    if placed != jobs.len() {
-        let stuck: Vec<&str> = (0..jobs.len())
+    if order.len() != n {
+        let stuck: Vec<&str> = (0..n)
             .filter(|&i| indegree[i] > 0)
             .map(|i| jobs[i].id.as_str())
             .collect();
@@ -594,17 +613,24 @@ fn order_jobs(jobs: Vec<JobSpec>) -> Result<(Vec<JobSpec>, Vec<Vec<String>>), Di
         .into());
     }
     drop(index);
-    let stages: Vec<Vec<String>> = stages_idx
-        .iter()
-        .map(|s| s.iter().map(|&i| jobs[i].id.clone()).collect())
-        .collect();
+    let mut stages: Vec<Vec<String>> = Vec::with_capacity(ends.len());
+    let mut begin = 0;
+    for &end in &ends {
+        stages.push(
+            order[begin..end]
+                .iter()
+                .map(|&i| jobs[i].id.clone())
+                .collect(),
+        );
+        begin = end;
+    }
     // Put every job at its place in stage order, in place: `place[i]` is where job `i` goes.
     let mut jobs = jobs;
-    let mut place = vec![0usize; jobs.len()];
-    for (at, &i) in stages_idx.iter().flatten().enumerate() {
+    let mut place = vec![0usize; n];
+    for (at, &i) in order.iter().enumerate() {
         place[i] = at;
     }
-    for i in 0..jobs.len() {
+    for i in 0..n {
         while place[i] != i {
             let to = place[i];
             jobs.swap(i, to);
@@ -952,6 +978,87 @@ mod tests {
         // Too few workflows per thread: one thread.
         let small = project.closure(project.index["w300"]);
         assert!(project.materialise_parallel(&small, &resolved, 2).is_none());
+    }
+
+    /// Jobs in stages: each job one stage after its last dependency, a stage in input order;
+    /// references to jobs outside the list (tagged runs) are not edges.
+    #[test]
+    fn jobs_are_ordered_by_stages() {
+        // A random DAG over 400 jobs, listed in a shuffled order.
+        let n = 400;
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % bound as u64).expect("small")
+        };
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, d) in deps.iter_mut().enumerate().skip(1) {
+            for _ in 0..next(4) {
+                let j = next(i);
+                if !d.contains(&j) {
+                    d.push(j);
+                }
+            }
+        }
+        let mut listed: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            listed.swap(i, next(i + 1));
+        }
+        let jobs: Vec<JobSpec> = listed
+            .iter()
+            .map(|&i| {
+                let mut depends_on: Vec<String> = deps[i].iter().map(|d| format!("j{d}")).collect();
+                if i % 7 == 0 {
+                    depends_on.push("prepare:latest".to_owned());
+                }
+                JobSpec {
+                    id: format!("j{i}"),
+                    depends_on,
+                    ..JobSpec::default()
+                }
+            })
+            .collect();
+        // The expected stages: levels of the longest path from a job without dependencies.
+        let mut level = vec![0usize; n];
+        for i in 0..n {
+            level[i] = deps[i].iter().map(|&d| level[d] + 1).max().unwrap_or(0);
+        }
+        let stages_count = level.iter().max().map_or(0, |l| l + 1);
+        let expected: Vec<Vec<String>> = (0..stages_count)
+            .map(|l| {
+                listed
+                    .iter()
+                    .filter(|&&i| level[i] == l)
+                    .map(|i| format!("j{i}"))
+                    .collect()
+            })
+            .collect();
+        let (ordered, stages) = order_jobs(jobs).expect("no cycle");
+        assert_eq!(stages, expected);
+        let ids: Vec<&str> = ordered.iter().map(|j| j.id.as_str()).collect();
+        let flat: Vec<&str> = expected.iter().flatten().map(String::as_str).collect();
+        assert_eq!(ids, flat, "the jobs in stage order");
+
+        // A cycle among the jobs a provider made is an error that names them.
+        let job = |id: &str, dep: &str| JobSpec {
+            id: id.into(),
+            depends_on: vec![dep.into()],
+            ..JobSpec::default()
+        };
+        let jobs = vec![
+            JobSpec {
+                id: "w/root".into(),
+                ..JobSpec::default()
+            },
+            job("w/a", "w/b"),
+            job("w/b", "w/a"),
+            job("w/c", "w/root"),
+        ];
+        let err = order_jobs(jobs).expect_err("a cycle");
+        let text = format!("{:?}", err.0);
+        assert!(text.contains("form a cycle: `w/a`, `w/b`"), "{text}");
     }
 
     /// A provider that must be called one at a time.
