@@ -154,14 +154,21 @@ impl Sources {
     /// # Errors
     /// Returns [`Error::Io`] when a file exists but cannot be read (or is not UTF-8).
     pub fn read(root: &Path) -> Result<Sources, Error> {
-        let dir = root.join(DSTACK_DIR);
-        let read = |name: &str| -> Result<Option<String>, Error> {
+        // The paths as diagnostics name them.
+        let files = Files::new(root);
+        // Files that are not UTF-8 are reported together, each at its first bad byte.
+        let mut diags = Vec::new();
+        let mut read = |path: &Arc<Path>| -> Result<Option<String>, Error> {
             use std::io::Read as _;
-            let path = dir.join(name);
-            let file = match std::fs::File::open(&path) {
+            let file = match std::fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => return Err(Error::Io { path, source }),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
             };
             // Read at most one byte more than the parser accepts: a huge file costs bounded
             // memory and is refused by the parser as too large.
@@ -172,26 +179,60 @@ impl Sources {
             file.take(limit)
                 .read_to_end(&mut bytes)
                 .map_err(|source| Error::Io {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })?;
             if bytes.len() as u64 == limit {
                 return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
             }
-            String::from_utf8(bytes).map(Some).map_err(|_| Error::Io {
-                path: path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "the file is not valid UTF-8",
-                ),
-            })
+            match String::from_utf8(bytes) {
+                Ok(text) => Ok(Some(text)),
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    let bytes = e.as_bytes();
+                    let mut sink = Sink::new(path, &mut diags);
+                    sink.error(
+                        utf8_position(bytes, at),
+                        Code::Syntax,
+                        format!(
+                            "the file is not valid UTF-8: byte 0x{:02x} cannot start or continue a character here",
+                            bytes[at]
+                        ),
+                    )
+                    .help("YAML files are UTF-8 text: save the file as UTF-8");
+                    Ok(None)
+                }
+            }
         };
-        Ok(Sources {
-            workflows: read("workflows.yaml")?,
-            variables: read("variables.yaml")?,
-            providers: read("providers.yaml")?,
-        })
+        let sources = Sources {
+            workflows: read(&files.workflows)?,
+            variables: read(&files.variables)?,
+            providers: read(&files.providers)?,
+        };
+        if diags.is_empty() {
+            Ok(sources)
+        } else {
+            Err(Error::Invalid(Diagnostics(diags)))
+        }
     }
+}
+
+/// The line and column (in characters) of byte `at` of `bytes`, all of which before `at` is
+/// valid UTF-8.
+fn utf8_position(bytes: &[u8], at: usize) -> Pos {
+    let before = &bytes[..at];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = std::str::from_utf8(&before[line_start..])
+        .map_or(at - line_start, |s| s.chars().count())
+        + 1;
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
 }
 
 /// A loaded, structurally valid project.
@@ -290,7 +331,7 @@ impl Project {
                 match yaml::parse(text, Limits::default(), &mut sink) {
                     Some(node) => parse_workflows(node, &mut sink),
                     None if sink_is_clean(text) => {
-                        sink.error(Pos::NONE, Code::EmptyFile, "the workflows file is empty")
+                        sink.error(Pos::new(1, 1), Code::EmptyFile, "the workflows file is empty")
                             .help("add a `workflows:` list, e.g. `workflows: [{name: hello, provider: docker, image: ubuntu, commands: [echo hi]}]`");
                         Vec::new()
                     }
@@ -390,6 +431,10 @@ impl Project {
                 .help(format!(
                     "the first definition is at line {line}; rename or remove one"
                 ));
+                // Kept, but not indexed: nothing can depend on it, and the load fails, but
+                // its providers, dependencies and parameters are checked like the others',
+                // so that every problem of the file is reported at once.
+                self.workflows.push(wf);
                 continue;
             }
             self.index.insert(wf.name.clone(), self.workflows.len());
@@ -552,7 +597,8 @@ impl Project {
             if name == GLOBAL_SECTION || self.index.contains_key(name) {
                 continue;
             }
-            let hint = did_you_mean(name, self.workflows.iter().map(|w| w.name.as_str()));
+            let names = self.workflows.iter().map(|w| w.name.as_str());
+            let hint = did_you_mean(name, std::iter::once(GLOBAL_SECTION).chain(names));
             sink.warning(
                 section.pos,
                 Code::Unused,

@@ -763,7 +763,14 @@ impl<'a> Params<'a> {
                 continue;
             }
             let key = &entry.key.text;
-            let hint = did_you_mean(key, self.asked.iter().map(|k| &**k)).map(str::to_owned);
+            // The provider's keys and those of every workflow (`Name` for `name`,
+            // `dependson` for `depends-on`).
+            let candidates = self
+                .asked
+                .iter()
+                .map(|k| &**k)
+                .chain(crate::config::WORKFLOW_KEYS);
+            let hint = did_you_mean(key, candidates).map(str::to_owned);
             let hint = hint.as_deref();
             // `scirpt` for a missing `script` is one mistake: report it once, as the typo.
             if let Some((_, index)) = self.missing.iter().find(|(m, _)| Some(m.as_str()) == hint) {

@@ -277,17 +277,17 @@ pub(crate) fn valid_variable_name(name: &str) -> bool {
 /// `A-Z0-9` turned into `_` (`batch-size` -> `BATCH_SIZE`).
 #[must_use]
 pub fn env_name(variable: &str) -> String {
-    variable
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_uppercase();
-            if c.is_ascii_uppercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    // Every character becomes one byte: the name's length in bytes is enough.
+    let mut name = String::with_capacity(variable.len());
+    name.extend(variable.chars().map(|c| {
+        let c = c.to_ascii_uppercase();
+        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        }
+    }));
+    name
 }
 
 /// Variable values given on the command line or through the API, before they are matched to
@@ -852,7 +852,7 @@ impl Lookup {
                 );
                 d.suggest(hint.as_deref());
                 d.help(format!(
-                    "define it in `.dstack/variables.yaml` under `{workflow}:` (or `global:`), or pass `--{name} VALUE`"
+                    "define it in `.dstack/variables.yaml` under `{workflow}:` (or `global:`)"
                 ));
             }
         }
@@ -1081,5 +1081,6 @@ mod tests {
         assert_eq!(env_name("batch-size"), "BATCH_SIZE");
         assert_eq!(env_name("lr"), "LR");
         assert_eq!(env_name("log.interval"), "LOG_INTERVAL");
+        assert_eq!(env_name("größe"), "GR__E");
     }
 }

@@ -261,6 +261,22 @@ fn load_reads_the_project_folder() {
     )
     .expect("write");
     let err = Project::load(dir.path()).expect_err("not UTF-8");
+    // A located problem of the file, at its first bad byte, like any other.
+    let Error::Invalid(diags) = &err else {
+        panic!("not a diagnostic: {err}");
+    };
+    let [d] = diags.0.as_slice() else {
+        panic!("one problem: {err}");
+    };
+    assert!(d.message.contains("not valid UTF-8"), "{err}");
+    let at = d.location.as_ref().expect("located");
+    assert!(at.path.ends_with(".dstack/variables.yaml"), "{err}");
+    assert_eq!((at.line, at.column), (1, 1));
+
+    // A folder where the file should be cannot be read at all.
+    std::fs::remove_file(dir.path().join(".dstack/variables.yaml")).expect("remove");
+    std::fs::create_dir(dir.path().join(".dstack/variables.yaml")).expect("mkdir");
+    let err = Project::load(dir.path()).expect_err("a folder");
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
@@ -298,7 +314,10 @@ fn every_problem_is_reported_at_once_in_order() {
             ".dstack/workflows.yaml:6:21: error: workflow `b` depends on `zz`, which is not defined",
             ".dstack/workflows.yaml:11:5: error: workflow `a` is defined twice",
             "  help: the first definition is at line 2; rename or remove one",
-            "5 errors found",
+            // The duplicate's own problems are reported too.
+            ".dstack/workflows.yaml:11:5: error: workflow `a` is missing `image`, which the `docker` provider requires",
+            "  help: add it, e.g. `image: ubuntu`",
+            "6 errors found",
         ]
     );
 }

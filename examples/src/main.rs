@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dstack_core::{Diagnostics, Error, Overrides, Project};
+use dstack_core::{Code, Diagnostics, Error, Overrides, Project};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -193,7 +193,19 @@ enum Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure::User(e.to_string())
+        match e {
+            // Variables given on the command line that match no variable, or several: a
+            // usage error, as argparse made it in the original (like `--gpu` with no value).
+            Error::Invalid(ref d)
+                if !d.0.is_empty() && d.0.iter().all(|d| d.code == Code::UnknownVariable) =>
+            {
+                Failure::Usage(e.to_string())
+            }
+            // One line per problem, each with its location and severity.
+            Error::Invalid(_) => Failure::User(e.to_string()),
+            // A file that cannot be read (a folder, no permission).
+            other => Failure::User(format!("error: {other}")),
+        }
     }
 }
 

@@ -62,8 +62,9 @@ fn user(e: impl std::fmt::Display) -> Failure {
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
         match e {
-            // Diagnostics render themselves, with their own `error:` prefixes.
-            EngineError::Config(e) => Failure::User(e.to_string()),
+            // As for `plan`: diagnostics render themselves, variables that match nothing on
+            // the command line are a usage error.
+            EngineError::Config(e) => Failure::from(e),
             e => user(e),
         }
     }
