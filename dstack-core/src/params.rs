@@ -356,6 +356,16 @@ impl<'a> Params<'a> {
             return None;
         };
         match parse_memory(&scalar.text) {
+            Ok(0) => {
+                let message = format!(
+                    "`{key}` in workflow `{}` must be more than 0 bytes, found `{}`",
+                    self.workflow,
+                    scalar.text.trim()
+                );
+                self.error(node.pos, Code::InvalidValue, message)
+                    .help("leave the key out to set no limit");
+                None
+            }
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 let message = format!("invalid `{key}` in workflow `{}`: {e}", self.workflow);
@@ -734,6 +744,14 @@ impl<'a> Params<'a> {
                     }
                 }
                 (gpu.count > 0).then_some(gpu)
+            }
+            NodeKind::Seq(_) => {
+                self.type_error(
+                    "resources.gpu",
+                    node,
+                    "a number of GPUs (`gpu: 2`) or a mapping (`gpu: {count: 2, name: V100}`)",
+                );
+                None
             }
             _ => {
                 let count = self.integer_of("resources.gpu", node, 0, i64::from(u32::MAX))?;

@@ -462,12 +462,29 @@ impl Project {
                 Vec::new()
             }
         };
+        let mut var_env: BTreeMap<String, String> = BTreeMap::new();
+        for (n, (name, value)) in (&vars).into_iter().enumerate() {
+            let key = env_name(name);
+            if var_env.insert(key, env_text(value)).is_some() {
+                // Two variables, one environment variable (`batch-size`, `batch_size`): the
+                // later one wins; say so. Rare, so the earlier one is looked for only now.
+                let key = env_name(name);
+                let earlier = (&vars)
+                    .into_iter()
+                    .take(n)
+                    .find(|(other, _)| env_name(other) == key)
+                    .map_or("", |(other, _)| other);
+                let message = format!(
+                    "variables `{earlier}` and `{name}` of workflow `{}` both become the environment variable `{key}`",
+                    wf.name
+                );
+                reader.warning(wf.pos, Code::Unused, message).help(format!(
+                    "the job gets the value of `{name}`; rename one of them"
+                ));
+            }
+        }
         diags.extend(reader.finish());
 
-        let mut var_env: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in &vars {
-            var_env.insert(env_name(name), env_text(value));
-        }
         let single = jobs.len() == 1;
         let local_ids: Vec<String> = if single {
             Vec::new()

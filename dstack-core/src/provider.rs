@@ -167,6 +167,13 @@ impl Provider for Python {
                 Some(s) if s.value != ScalarValue::Null && !s.text.trim().is_empty() => {
                     Some(s.text.trim().to_owned())
                 }
+                Some(s) if s.value != ScalarValue::Null => {
+                    let message = format!("`script` in workflow `{}` is empty", params.workflow());
+                    params
+                        .error(node.pos, Code::InvalidValue, message)
+                        .help("name the script to run, with its arguments: `script: train.py --epochs 10`");
+                    None
+                }
                 _ => {
                     let message = format!(
                         "`script` in workflow `{}` must be a script with its arguments, found {}",
@@ -234,8 +241,9 @@ fn python_version(params: &mut Params<'_>) -> String {
         .map(|s| s.text.trim().to_owned());
     let valid = text.as_deref().is_some_and(|t| {
         let parts: Vec<&str> = t.split('.').collect();
+        // `3` (the latest Python 3, the image `python:3`), `3.10`, `3.10.4`.
         parts[0] == "3"
-            && (2..=3).contains(&parts.len())
+            && (1..=3).contains(&parts.len())
             && parts
                 .iter()
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))

@@ -508,10 +508,11 @@ pub(crate) fn parse(source: &str, limits: Limits, sink: &mut Sink<'_>) -> Option
         sink.error(
             Pos::new(1, 1),
             Code::Limit,
+            // The reader stops one byte past the limit: the file's own size is not known.
             format!(
-                "file is too large ({} bytes; the limit is {} bytes)",
-                source.len(),
-                limits.max_bytes
+                "file is too large: more than the limit of {} bytes ({} MiB)",
+                limits.max_bytes,
+                limits.max_bytes >> 20
             ),
         );
         return None;
