@@ -152,7 +152,9 @@ impl Sources {
     /// Reads the files of the project at `root`; missing files are `None`.
     ///
     /// # Errors
-    /// Returns [`Error::Io`] when a file exists but cannot be read (or is not UTF-8).
+    /// Returns [`Error::Io`] when a file exists but cannot be read (a folder, no permission),
+    /// and [`Error::Invalid`] when files are not UTF-8: one located problem per file, at its
+    /// first bad byte.
     pub fn read(root: &Path) -> Result<Sources, Error> {
         // The paths as diagnostics name them.
         let files = Files::new(root);
