@@ -541,3 +541,80 @@ async fn finished_runs_are_not_resumed() {
         )
     );
 }
+
+/// `dstack stop` on a new run before any driver claimed it (the driver was still writing the
+/// run's files, or had not started yet): the run stays stopped and nothing runs.
+#[tokio::test]
+async fn a_run_stopped_before_it_was_claimed_does_not_start() {
+    let f = fixture(&format!(
+        "workflows:\n{}{}",
+        wf("a", "sleep 1", &[], ""),
+        wf("b", "sleep 1", &["a"], "")
+    ));
+    let executor = Arc::new(Scripted::default());
+    let scheduler = Scheduler::new(f.store.clone(), executor.clone(), &f.root, Vec::new());
+    let run = scheduler
+        .submit(&plan(&f, "b"), serde_json::json!({}))
+        .expect("submits");
+    // What `stop` does when it finds no driver: it ends the run itself.
+    f.store
+        .set_run_status(&run, RunStatus::Stopped, Some("stopped by the user"))
+        .expect("stop");
+    let summary = scheduler
+        .drive(&run, &opts(2), CancellationToken::new())
+        .await
+        .expect("drives");
+    assert_eq!(summary.run.status, RunStatus::Stopped);
+    assert_eq!(summary.run.message.as_deref(), Some("stopped by the user"));
+    assert_eq!(
+        executor.max_running.load(Ordering::SeqCst),
+        0,
+        "nothing ran"
+    );
+
+    // Given back on purpose (`resume`), the stopped run runs.
+    let summary = scheduler
+        .drive(&summary.run, &opts(2), CancellationToken::new())
+        .await
+        .expect("resumes");
+    assert_eq!(summary.run.status, RunStatus::Done);
+}
+
+/// `dstack stop` on a new run whose driver is known but has not started it (a detached run:
+/// the parent records the child's process before the child claims the run): the child must
+/// not mark it running over the request, and runs nothing.
+#[tokio::test]
+async fn a_stop_asked_before_the_driver_started_is_not_lost() {
+    for (asked, ended) in [
+        (RunStatus::Stopping, RunStatus::Stopped),
+        (RunStatus::Aborting, RunStatus::Aborted),
+    ] {
+        let f = fixture(&format!("workflows:\n{}", wf("a", "hang", &[], "")));
+        let executor = Arc::new(Scripted::default());
+        let scheduler = Scheduler::new(f.store.clone(), executor.clone(), &f.root, Vec::new());
+        let run = scheduler
+            .submit(&plan(&f, "a"), serde_json::json!({}))
+            .expect("submits");
+        f.store
+            .set_driver(&run, Some(std::process::id()))
+            .expect("driver");
+        f.store
+            .set_run_status(&run, asked, Some("stopped by the user"))
+            .expect("stop");
+        let summary = tokio::time::timeout(
+            Duration::from_secs(30),
+            scheduler.drive(&run, &opts(2), CancellationToken::new()),
+        )
+        .await
+        .expect("does not hang")
+        .expect("drives");
+        assert_eq!(summary.run.status, ended);
+        assert_eq!(summary.run.driver_pid, None, "the driver let go");
+        assert_eq!(statuses(&summary), [("a".to_owned(), JobStatus::Skipped)]);
+        assert_eq!(
+            executor.max_running.load(Ordering::SeqCst),
+            0,
+            "nothing ran"
+        );
+    }
+}

@@ -309,8 +309,19 @@ impl Scheduler {
         cancel: CancellationToken,
     ) -> Result<RunSummary, RunError> {
         // Work on the stored state, not the caller's copy, and claim the run atomically:
-        // of several processes resuming one run, exactly one drives it.
+        // of several processes resuming one run, exactly one drives it. The caller's copy
+        // says what it meant: a new run (`submitted`) that `dstack stop` ended before any
+        // driver claimed it is not run after all, while a stopped run given back is resumed.
+        let asked = run.status;
         let run = &self.store.run(&run.name)?;
+        if asked == RunStatus::Submitted
+            && matches!(run.status, RunStatus::Stopped | RunStatus::Aborted)
+        {
+            return Ok(RunSummary {
+                run: run.clone(),
+                jobs: self.store.jobs(run)?,
+            });
+        }
         if run.status == RunStatus::Done {
             return Err(RunError::NothingToResume {
                 run: run.name.clone(),
@@ -328,10 +339,19 @@ impl Scheduler {
             });
         }
         if !self.store.claim(run, seen, me)? {
-            let pid = self.store.run(&run.name)?.driver_pid.unwrap_or(0);
+            let now = self.store.run(&run.name)?;
+            if asked == RunStatus::Submitted
+                && matches!(now.status, RunStatus::Stopped | RunStatus::Aborted)
+            {
+                // Stopped between our look and our claim.
+                return Ok(RunSummary {
+                    jobs: self.store.jobs(&now)?,
+                    run: now,
+                });
+            }
             return Err(RunError::AlreadyDriven {
                 run: run.name.clone(),
-                pid,
+                pid: now.driver_pid.unwrap_or(0),
             });
         }
         let plan = self.store.plan(run)?;
@@ -393,7 +413,11 @@ impl Scheduler {
             .collect();
 
         self.store.set_driver(run, Some(std::process::id()))?;
-        self.store.set_run_status(run, RunStatus::Running, None)?;
+        if !self.store.start(run)? {
+            // `dstack stop` came after the claim (it found this process and asks it to stop,
+            // or found none yet and ended the run itself): nothing starts.
+            return self.stopped_before_start(run);
+        }
         self.bus.send(&Event::RunStarted {
             run: run.name.clone(),
             workflow: plan.workflow.clone(),
@@ -474,6 +498,38 @@ impl Scheduler {
         let status = match (status, self.store.run(&run.name).map(|r| r.status)) {
             (RunStatus::Stopped, Ok(RunStatus::Aborting)) => RunStatus::Aborted,
             (s, _) => s,
+        };
+        self.finish(run, status, None)?;
+        Ok(RunSummary {
+            run: self.store.run(&run.name)?,
+            jobs: self.store.jobs(run)?,
+        })
+    }
+
+    /// Ends `run`, which `dstack stop` reached before any of its jobs started: every job not
+    /// finished is skipped, and the run ends stopped (or aborted).
+    fn stopped_before_start(&self, run: &RunRecord) -> Result<RunSummary, RunError> {
+        let now = self.store.run(&run.name)?;
+        for job in self
+            .store
+            .jobs(run)?
+            .iter()
+            .filter(|j| !j.status.is_finished())
+        {
+            self.store.update_job(
+                run,
+                &job.job_id,
+                &JobUpdate {
+                    status: Some(JobStatus::Skipped),
+                    reason: Some("the run was stopped before it started"),
+                    finished: true,
+                    ..JobUpdate::default()
+                },
+            )?;
+        }
+        let status = match now.status {
+            RunStatus::Aborting | RunStatus::Aborted => RunStatus::Aborted,
+            _ => RunStatus::Stopped,
         };
         self.finish(run, status, None)?;
         Ok(RunSummary {

@@ -592,8 +592,9 @@ impl RunStore {
         Ok(())
     }
 
-    /// Makes process `pid` the driver of `run`, if the driver is still `expected` (what the
-    /// caller saw): returns false when another process claimed it in between.
+    /// Makes process `pid` the driver of `run`, if its driver and status are still what the
+    /// caller saw (`expected`, `run.status`): returns false when another process claimed it,
+    /// or `dstack stop` changed it, in between.
     ///
     /// # Errors
     /// When the database fails.
@@ -606,8 +607,27 @@ impl RunStore {
         let changed = self
             .conn()
             .execute(
-                "UPDATE runs SET driver_pid = ?3 WHERE id = ?1 AND driver_pid IS ?2",
-                params![run.id, expected, pid],
+                "UPDATE runs SET driver_pid = ?3 WHERE id = ?1 AND driver_pid IS ?2 AND status = ?4",
+                params![run.id, expected, pid, run.status.as_str()],
+            )
+            .map_err(self.err())?;
+        Ok(changed == 1)
+    }
+
+    /// Marks `run` running, if its status is still `run.status` (what its driver claimed it
+    /// with) and is not `stopping` or `aborting`: returns false when `dstack stop` changed it
+    /// in between, or had asked for a stop already.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn start(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET status = 'running',
+                    started_at = COALESCE(started_at, ?3), finished_at = NULL
+                 WHERE id = ?1 AND status = ?2 AND status NOT IN ('stopping', 'aborting')",
+                params![run.id, run.status.as_str(), now_ms()],
             )
             .map_err(self.err())?;
         Ok(changed == 1)
