@@ -22,10 +22,11 @@ use dstack_core::run::{
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::download;
+use crate::output::{Lines, MAX_LINE};
 
 /// How long a cancelled job gets between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -245,24 +246,19 @@ impl LocalExecutor {
     }
 }
 
-/// Sends a stream's output to the reporter, line by line (lines longer than 64 KiB in pieces).
-async fn pump(stream: impl AsyncRead + Unpin, which: Stream, reporter: Arc<dyn Reporter>) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut line = Vec::with_capacity(1024);
+/// Sends a stream's output to the reporter, line by line ([`Lines`]: lines longer than 64 KiB
+/// in pieces cut between characters, a last line without its newline at the end).
+async fn pump(mut stream: impl AsyncRead + Unpin, which: Stream, reporter: Arc<dyn Reporter>) {
+    let mut chunk = vec![0; MAX_LINE];
+    let mut lines = Lines::new(which);
     loop {
-        line.clear();
-        let read = {
-            let mut limited = (&mut reader).take(64 * 1024);
-            limited.read_until(b'\n', &mut line).await
-        };
-        match read {
+        match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => reporter.log(which, &line),
+            Ok(n) => lines.push(&chunk[..n], &*reporter),
         }
     }
+    lines.flush(&*reporter);
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// `sh` resolved once through `PATH` (a long `PATH` costs a failed `execve` per entry and
 /// job otherwise); `/bin/sh` when it is not found.
@@ -284,4 +280,36 @@ fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     after.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Collect;
+
+    #[tokio::test]
+    async fn output_comes_in_lines_and_whole_characters() {
+        // A line whose 64 KiB piece would end inside `€`, then a last line without `\n`.
+        let mut text = "x".repeat(MAX_LINE - 1);
+        text.push_str("€ and more\nshort\nthe end é");
+        let collect = Arc::new(Collect::default());
+        pump(text.as_bytes(), Stream::Stdout, collect.clone()).await;
+        let pieces: Vec<Vec<u8>> = collect
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        assert!(
+            pieces.iter().all(|p| std::str::from_utf8(p).is_ok()),
+            "UTF-8"
+        );
+        assert_eq!(pieces.concat(), text.as_bytes(), "every byte, in order");
+        assert_eq!(pieces[0].len(), MAX_LINE - 1, "cut before `€`");
+        assert_eq!(
+            &collect.texts()[1..],
+            ["€ and more\n", "short\n", "the end é"]
+        );
+    }
 }

@@ -49,9 +49,12 @@ impl Lines {
                     bytes = rest;
                 }
                 None if window.len() == room => {
+                    // A full piece: cut it before a character it would split, which starts
+                    // the next piece instead (each piece stays valid UTF-8 text).
                     self.partial.extend_from_slice(window);
-                    reporter.log(self.stream, &self.partial);
-                    self.partial.clear();
+                    let cut = self.partial.len() - unfinished_char(&self.partial);
+                    reporter.log(self.stream, &self.partial[..cut]);
+                    self.partial.drain(..cut);
                     bytes = &bytes[room..];
                 }
                 None => {
@@ -73,6 +76,29 @@ impl Lines {
     fn clear(&mut self) {
         self.partial.clear();
     }
+}
+
+/// How many bytes at the end of `bytes` begin a UTF-8 character that is not complete (0 to 3).
+fn unfinished_char(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        match b {
+            // A continuation byte: its lead byte is further back.
+            0x80..=0xbf => {}
+            // A lead byte: the character needs 2, 3 or 4 bytes in all.
+            0xc0..=0xff => {
+                let needs = match b {
+                    0xf0..=0xff => 4,
+                    0xe0..=0xef => 3,
+                    _ => 2,
+                };
+                return if needs > back { back } else { 0 };
+            }
+            // ASCII: everything before it is complete.
+            _ => return 0,
+        }
+    }
+    0
 }
 
 /// How many bytes one `read` syscall asks for.
@@ -289,33 +315,35 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// A reporter that keeps what it is given, for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Collect(pub(crate) std::sync::Mutex<Vec<(Stream, Vec<u8>)>>);
+
+#[cfg(test)]
+impl Reporter for Collect {
+    fn started(&self, _: &str) {}
+    fn log(&self, stream: Stream, bytes: &[u8]) {
+        self.0.lock().expect("lock").push((stream, bytes.to_vec()));
+    }
+    fn note(&self, _: &str) {}
+}
+
+#[cfg(test)]
+impl Collect {
+    pub(crate) fn texts(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<(Stream, Vec<u8>)>>);
-
-    impl Reporter for Collect {
-        fn started(&self, _: &str) {}
-        fn log(&self, stream: Stream, bytes: &[u8]) {
-            self.0.lock().expect("lock").push((stream, bytes.to_vec()));
-        }
-        fn note(&self, _: &str) {}
-    }
-
-    impl Collect {
-        fn texts(&self) -> Vec<String> {
-            self.0
-                .lock()
-                .expect("lock")
-                .iter()
-                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-                .collect()
-        }
-    }
 
     #[test]
     fn chunks_become_lines() {
@@ -343,6 +371,46 @@ mod tests {
             vec![MAX_LINE, MAX_LINE, 11]
         );
         assert!(got.iter().all(|(s, _)| *s == Stream::Stderr));
+    }
+
+    #[test]
+    fn long_lines_are_not_cut_inside_a_character() {
+        for (ch, len) in [("é", 2), ("€", 3), ("😀", 4)] {
+            for before in 1..len {
+                let r = Collect::default();
+                let mut lines = Lines::new(Stream::Stdout);
+                // The character straddles the end of the first piece by `before` bytes.
+                let mut line = "x".repeat(MAX_LINE - before);
+                line.push_str(ch);
+                line.push_str(&"y".repeat(MAX_LINE));
+                line.push('\n');
+                for chunk in line.as_bytes().chunks(1000) {
+                    lines.push(chunk, &r);
+                }
+                let got = r.0.lock().expect("lock");
+                let pieces: Vec<&[u8]> = got.iter().map(|(_, b)| b.as_slice()).collect();
+                assert!(
+                    pieces.iter().all(|p| std::str::from_utf8(p).is_ok()),
+                    "{ch} {before}: a piece is not UTF-8"
+                );
+                assert_eq!(pieces[0].len(), MAX_LINE - before, "{ch} {before}");
+                assert_eq!(
+                    pieces.concat(),
+                    line.as_bytes(),
+                    "{ch} {before}: bytes kept"
+                );
+            }
+        }
+        // Bytes that are not UTF-8 at all still come in full pieces.
+        let r = Collect::default();
+        let mut lines = Lines::new(Stream::Stdout);
+        lines.push(&vec![0x80; MAX_LINE + 1], &r);
+        lines.flush(&r);
+        let got = r.0.lock().expect("lock");
+        assert_eq!(
+            got.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
+            [MAX_LINE, 1]
+        );
     }
 
     #[test]
