@@ -250,6 +250,9 @@ pub struct Project {
     pub(crate) warnings: Diagnostics,
     /// The text of `workflows.yaml`, to locate expressions inside quoted and block scalars.
     pub(crate) workflows_source: Option<String>,
+    /// False when `variables.yaml` has errors: part of it may be lost, so a variable that is
+    /// not found is not reported as unknown (the file's own errors are).
+    pub(crate) variables_complete: bool,
 }
 
 impl Project {
@@ -305,6 +308,7 @@ impl Project {
             }
             None => Vec::new(),
         };
+        let variables_start = diags.len();
         let variables = match &sources.variables {
             Some(text) => {
                 let mut sink = Sink::new(&files.variables, &mut diags);
@@ -315,6 +319,7 @@ impl Project {
             }
             None => Variables::default(),
         };
+        let variables_complete = !diags[variables_start..].iter().any(Diagnostic::is_error);
         let workflows = match &workflows_text {
             None => {
                 diags.push(
@@ -352,6 +357,7 @@ impl Project {
             registry,
             warnings: Diagnostics::default(),
             workflows_source: None,
+            variables_complete,
         };
         project.workflows_source = workflows_text;
         project.index_workflows(workflows, &mut diags);

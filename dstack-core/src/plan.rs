@@ -343,6 +343,7 @@ impl Project {
             source: self.workflows_source.as_deref(),
             origins: Vec::new(),
             budget,
+            report_unknown: self.variables_complete,
         };
         // Only the values that hold a `${{ }}` are rebuilt; the others are read in place.
         let substituted: Vec<Option<Node>> = {

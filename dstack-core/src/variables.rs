@@ -521,6 +521,9 @@ pub(crate) struct Substitution<'a> {
     pub origins: Vec<Origin<'a>>,
     /// What the substitutions of one load or plan may still produce.
     pub budget: &'a mut Budget,
+    /// False when `variables.yaml` could not be read whole: a name that is not found is then
+    /// not reported (it may be in the lost part), only its value poisoned.
+    pub report_unknown: bool,
 }
 
 /// Bounds on the work substitution does for one load or plan, so that a small file cannot make
@@ -702,6 +705,12 @@ impl<'a> Substitution<'a> {
         }
     }
 
+    fn report(&self, problem: Lookup, pos: Pos, sink: &mut Sink<'_>) {
+        if self.report_unknown || !matches!(problem, Lookup::Unknown { .. }) {
+            problem.report(pos, self.workflow, sink);
+        }
+    }
+
     fn scalar(&mut self, node: &Node, s: &Scalar, sink: &mut Sink<'_>) -> Node {
         if s.value != ScalarValue::Str || find_open(&s.text).is_none() {
             return node.clone();
@@ -727,7 +736,7 @@ impl<'a> Substitution<'a> {
                 }
                 Err(problem) => {
                     let pos = self.locate(node, s, start);
-                    problem.report(pos, self.workflow, sink);
+                    self.report(problem, pos, sink);
                     poisoned(node, s)
                 }
             };
@@ -779,7 +788,7 @@ impl<'a> Substitution<'a> {
                 },
                 Err(problem) => {
                     let pos = self.locate(node, s, start);
-                    problem.report(pos, self.workflow, sink);
+                    self.report(problem, pos, sink);
                     ok = false;
                 }
             }
@@ -954,6 +963,7 @@ mod tests {
             source: None,
             origins: Vec::new(),
             budget: &mut budget,
+            report_unknown: true,
         };
         let n = sub.node(&node, &mut Sink::new(&path, &mut out));
         (n, out)
