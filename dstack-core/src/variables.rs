@@ -296,6 +296,8 @@ pub fn env_name(variable: &str) -> String {
 pub struct Overrides {
     entries: Vec<(String, Node)>,
     allow_unknown: bool,
+    /// Made by [`Overrides::from_args`]: messages name a value `--NAME`, else `NAME`.
+    from_command_line: bool,
 }
 
 impl Overrides {
@@ -354,7 +356,10 @@ impl Overrides {
     /// # Errors
     /// Returns a diagnostic for a word that is not an option, or an option with no value.
     pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Overrides, Diagnostic> {
-        let mut out = Overrides::new();
+        let mut out = Overrides {
+            from_command_line: true,
+            ..Overrides::default()
+        };
         let mut i = 0;
         while i < args.len() {
             let word = args[i].as_ref();
@@ -399,12 +404,13 @@ impl Overrides {
         let names: Vec<&str> = variables.names().collect();
         let mut out = ResolvedOverrides::default();
         let mut errors = Vec::new();
+        let dashes = if self.from_command_line { "--" } else { "" };
         for (given, value) in &self.entries {
             match match_variable(given, &names) {
                 Match::Exact(name) => out.push(name.to_owned(), value.clone(), true),
                 Match::Prefix(name) => {
                     out.notes
-                        .push(format!("`--{given}` is taken as variable `{name}`"));
+                        .push(format!("`{dashes}{given}` is taken as variable `{name}`"));
                     out.push(name.to_owned(), value.clone(), true);
                 }
                 Match::Ambiguous(candidates) => {
@@ -412,7 +418,7 @@ impl Overrides {
                     errors.push(
                         Diagnostic::error(
                             Code::UnknownVariable,
-                            format!("`--{given}` is ambiguous: it could be `{list}`"),
+                            format!("`{dashes}{given}` is ambiguous: it could be `{list}`"),
                         )
                         .with_help("write more of the variable's name"),
                     );
@@ -424,7 +430,7 @@ impl Overrides {
                     let mut d = Diagnostic::error(
                         Code::UnknownVariable,
                         format!(
-                            "unknown variable `--{given}`: no section of variables.yaml defines it"
+                            "unknown variable `{dashes}{given}`: no section of variables.yaml defines it"
                         ),
                     );
                     d.suggest(did_you_mean(given, names.iter().copied()));
@@ -1049,6 +1055,17 @@ mod tests {
             "`--see` is ambiguous: it could be `seed`, `seeds-extra`"
         );
         assert_eq!(errors[1].help, ["did you mean `epochs`?"]);
+        // Through the API, names are not command-line options.
+        let o = Overrides::new().with("epoch", Scalar::new("1", Style::Plain));
+        assert_eq!(
+            o.resolve(&vars).expect("resolves").notes,
+            ["`epoch` is taken as variable `epochs`"]
+        );
+        let o = Overrides::new().with("see", Scalar::new("1", Style::Plain));
+        assert_eq!(
+            o.resolve(&vars).expect_err("fails")[0].message,
+            "`see` is ambiguous: it could be `seed`, `seeds-extra`"
+        );
         // An exact name wins over being a prefix of another.
         let o = Overrides::from_args(&["--seed", "5"]).expect("parses");
         assert!(o.resolve(&vars).is_ok());
