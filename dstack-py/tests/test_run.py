@@ -273,6 +273,22 @@ def test_runs_tags_and_prune(chain: ds.Project) -> None:
     assert [r.name for r in chain.runs(all=True)] == [second.name]
 
 
+def test_the_store_is_made_by_the_first_run(
+    chain: ds.Project, make_project: ProjectFactory, state_dir: pathlib.Path
+) -> None:
+    # A project object opened before any run sees runs that another one records.
+    reader = ds.Project(chain.path)
+    assert reader.runs(all=True) == []
+    assert reader.tags() == {}
+    assert reader.prune() == []
+    with pytest.raises(ds.ConfigError):
+        chain.run("a", executor="local", echo=False, variables={"nope": 1})
+    assert not state_dir.exists()
+    run = chain.run("a", executor="local", echo=False)
+    assert state_dir.is_dir()
+    assert [r.name for r in reader.runs(all=True)] == [run.name]
+
+
 def test_tagged_dependency_reuses_artifacts(make_project: ProjectFactory) -> None:
     root = make_project(
         """

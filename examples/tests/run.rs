@@ -1514,6 +1514,37 @@ workflows:
     assert_eq!(p.ps_all().len(), 1, "no refused command created a run");
 }
 
+#[test]
+fn commands_that_record_nothing_leave_no_state() {
+    let p = Project::new(
+        r#"
+workflows:
+  - name: w
+    provider: docker
+    image: busybox
+    commands:
+      - echo hello
+"#,
+    );
+    let state = p.state_dir();
+    // Reading an empty store, and runs refused before they start, make no state folder.
+    p.dstack(&["ps"]).ok().stdout_has("no runs");
+    p.dstack(&["ps", "-a", "--format", "json"]).ok();
+    p.dstack(&["tags"]).ok();
+    p.dstack(&["prune"]).ok();
+    p.dstack(&["logs", "cowardly-goose-1"])
+        .code(1)
+        .stderr_has("no run named `cowardly-goose-1`");
+    p.run("w", &["--nope", "1"]).code(2);
+    p.run("nosuch", &[]).code(1);
+    assert!(!state.exists(), "{} was made", state.display());
+    assert_eq!(p.git(&["status", "--porcelain", "--ignored"]), "");
+    // The first run makes it.
+    p.run("w", &[]).ok();
+    assert!(state.join("dstack.db").is_file());
+    assert_eq!(p.ps_all().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Downloads (the `curl` provider) against a real HTTP server
 // ---------------------------------------------------------------------------------------------

@@ -15,9 +15,15 @@
 //!
 //! Every write is one transaction, so a crash never leaves a half-written run; several
 //! `dstack` processes may use one store at once (WAL + busy timeout).
+//!
+//! The folder and its database are made with the first run ([`RunStore::create_run`]): until
+//! then the store is an empty database in memory, so `dstack ps` in the wrong folder, or a
+//! `dstack run` refused for a typo, leaves nothing behind. Such a store reads the file as
+//! soon as another process has made it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -218,7 +224,10 @@ pub struct NewRun<'a> {
 pub struct RunStore {
     dir: PathBuf,
     db: PathBuf,
+    /// The database: the file, or an empty one in memory while there is no file.
     conn: Mutex<Connection>,
+    /// Whether `conn` is the file (only ever goes from false to true, under `conn`'s lock).
+    on_disk: AtomicBool,
 }
 
 /// The environment variable that moves the state folder.
@@ -233,15 +242,69 @@ pub fn default_state_dir(root: &Path) -> PathBuf {
     }
 }
 
+/// Applies the migrations `conn` lacks, in one transaction; `db` names it in errors.
+fn migrate(conn: &mut Connection, db: &Path) -> Result<(), StoreError> {
+    let err = |e: rusqlite::Error| StoreError::Database {
+        path: db.to_path_buf(),
+        message: e.to_string(),
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Invalid(format!(
+            "the run store `{}` was written by a newer dstack (schema {version}, this one knows {})",
+            db.display(),
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration).map_err(err)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
 impl RunStore {
-    /// Opens (creating if needed) the store in `dir`, applying pending migrations.
+    /// Opens the store in `dir`, applying pending migrations. A store that does not exist
+    /// yet is not made here but with its first run: until then it is empty.
     ///
     /// # Errors
-    /// When the folder cannot be created or the database cannot be opened or migrated.
+    /// When the database cannot be opened or migrated.
     pub fn open(dir: impl AsRef<Path>) -> Result<RunStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        let db = dir.join("dstack.db");
+        let (conn, on_disk) = if db.exists() {
+            (Self::open_file(&dir, &db)?, true)
+        } else {
+            let mut conn = Connection::open_in_memory().map_err(|e| StoreError::Database {
+                path: db.clone(),
+                message: e.to_string(),
+            })?;
+            migrate(&mut conn, &db)?;
+            (conn, false)
+        };
+        Ok(RunStore {
+            dir,
+            db,
+            conn: Mutex::new(conn),
+            on_disk: AtomicBool::new(on_disk),
+        })
+    }
+
+    /// Opens the database file `db` in `dir`, making the folder and the file when needed.
+    fn open_file(dir: &Path, db: &Path) -> Result<Connection, StoreError> {
         std::fs::create_dir_all(dir.join("runs")).map_err(|source| StoreError::Io {
-            path: dir.clone(),
+            path: dir.to_path_buf(),
             source,
         })?;
         // The state never belongs in the project's repository, wherever the folder is: a
@@ -257,12 +320,11 @@ impl RunStore {
                 source,
             })?;
         }
-        let db = dir.join("dstack.db");
         let err = |e: rusqlite::Error| StoreError::Database {
-            path: db.clone(),
+            path: db.to_path_buf(),
             message: e.to_string(),
         };
-        let mut conn = Connection::open(&db).map_err(err)?;
+        let mut conn = Connection::open(db).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
@@ -270,35 +332,14 @@ impl RunStore {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
-        let version = usize::try_from(version).unwrap_or(usize::MAX);
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::Invalid(format!(
-                "the run store `{}` was written by a newer dstack (schema {version}, this one knows {})",
-                db.display(),
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(migration).map_err(err)?;
-            tx.pragma_update(
-                None,
-                "user_version",
-                i64::try_from(i + 1).unwrap_or(i64::MAX),
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(RunStore {
-            dir,
-            db,
-            conn: Mutex::new(conn),
-        })
+        migrate(&mut conn, db)?;
+        Ok(conn)
+    }
+
+    /// Whether the store exists on disk (it is made with the first run).
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.on_disk.load(Ordering::Acquire) || self.db.exists()
     }
 
     /// The state folder.
@@ -340,12 +381,24 @@ impl RunStore {
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The database, switched to the file when another process has made it since.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn_making(false)
+    }
+
+    /// The database; `make`: the file, made now if needed (to record a run).
+    fn conn_making(&self, make: bool) -> Result<MutexGuard<'_, Connection>, StoreError> {
         // A panic while holding the lock cannot leave SQLite inconsistent (every write is a
         // transaction), so a poisoned lock is still usable.
-        self.conn
+        let mut conn = self
+            .conn
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.on_disk.load(Ordering::Acquire) && (make || self.db.exists()) {
+            *conn = Self::open_file(&self.dir, &self.db)?;
+            self.on_disk.store(true, Ordering::Release);
+        }
+        Ok(conn)
     }
 
     /// Records a new run with all its jobs `submitted`, under a fresh name.
@@ -355,7 +408,7 @@ impl RunStore {
     pub fn create_run(&self, new: &NewRun<'_>) -> Result<RunRecord, StoreError> {
         let plan_json =
             serde_json::to_string(new.plan).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut conn = self.conn();
+        let mut conn = self.conn_making(true)?;
         let err = self.err();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -418,7 +471,7 @@ impl RunStore {
     /// When the run does not exist or its plan cannot be read.
     pub fn plan(&self, run: &RunRecord) -> Result<Plan, StoreError> {
         let text: String = self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT plan FROM runs WHERE id = ?1",
                 params![run.id],
@@ -474,7 +527,7 @@ impl RunStore {
     /// # Errors
     /// [`StoreError::RunNotFound`] (with a suggestion) when there is none.
     pub fn run(&self, name: &str) -> Result<RunRecord, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let found = conn
             .query_row(
                 &format!("SELECT {} FROM runs WHERE name = ?1", Self::RUN_COLUMNS),
@@ -503,7 +556,7 @@ impl RunStore {
     /// # Errors
     /// When the database fails.
     pub fn runs(&self, all: bool) -> Result<Vec<RunRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let since = if all {
             i64::MIN
         } else {
@@ -527,7 +580,7 @@ impl RunStore {
     /// # Errors
     /// When the database fails.
     pub fn jobs(&self, run: &RunRecord) -> Result<Vec<JobRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
                 "SELECT job_id, workflow, status, exit_code, reason, attempts, executor_id, reused_from, started_at, finished_at
@@ -566,7 +619,7 @@ impl RunStore {
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.conn()
+        self.conn()?
             .execute(
                 "UPDATE runs SET status = ?2, message = COALESCE(?3, message),
                     started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,
@@ -583,7 +636,7 @@ impl RunStore {
     /// # Errors
     /// When the database fails.
     pub fn set_driver(&self, run: &RunRecord, pid: Option<u32>) -> Result<(), StoreError> {
-        self.conn()
+        self.conn()?
             .execute(
                 "UPDATE runs SET driver_pid = ?2 WHERE id = ?1",
                 params![run.id, pid],
@@ -605,7 +658,7 @@ impl RunStore {
         pid: u32,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .conn()
+            .conn()?
             .execute(
                 "UPDATE runs SET driver_pid = ?3 WHERE id = ?1 AND driver_pid IS ?2 AND status = ?4",
                 params![run.id, expected, pid, run.status.as_str()],
@@ -622,7 +675,7 @@ impl RunStore {
     /// When the database fails.
     pub fn start(&self, run: &RunRecord) -> Result<bool, StoreError> {
         let changed = self
-            .conn()
+            .conn()?
             .execute(
                 "UPDATE runs SET status = 'running',
                     started_at = COALESCE(started_at, ?3), finished_at = NULL
@@ -644,7 +697,7 @@ impl RunStore {
         update: &JobUpdate<'_>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.conn()
+        self.conn()?
             .execute(
                 "UPDATE jobs SET
                     status = COALESCE(?3, status),
@@ -718,7 +771,7 @@ impl RunStore {
                 run.name, run.status
             )));
         }
-        self.conn()
+        self.conn()?
             .execute(
                 "INSERT INTO tags (name, run_id, created_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
@@ -734,7 +787,7 @@ impl RunStore {
     /// [`StoreError::TagNotFound`] when no run has it.
     pub fn untag(&self, tag: &str) -> Result<String, StoreError> {
         let run = self.tagged(tag)?;
-        self.conn()
+        self.conn()?
             .execute("DELETE FROM tags WHERE name = ?1", params![tag])
             .map_err(self.err())?;
         Ok(run.name)
@@ -745,7 +798,7 @@ impl RunStore {
     /// # Errors
     /// When the database fails.
     pub fn tags(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare("SELECT tags.name, runs.name, tags.created_at FROM tags JOIN runs ON runs.id = tags.run_id ORDER BY tags.name")
             .map_err(self.err())?;
@@ -761,7 +814,7 @@ impl RunStore {
     /// [`StoreError::TagNotFound`] (with a suggestion) when there is none.
     pub fn tagged(&self, tag: &str) -> Result<RunRecord, StoreError> {
         let name: Option<String> = self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT runs.name FROM tags JOIN runs ON runs.id = tags.run_id WHERE tags.name = ?1",
                 params![tag],
@@ -794,7 +847,7 @@ impl RunStore {
                 run.name
             )));
         }
-        self.conn()
+        self.conn()?
             .execute("DELETE FROM runs WHERE id = ?1", params![run.id])
             .map_err(self.err())?;
         match std::fs::remove_dir_all(self.run_dir(&run.name)) {
@@ -820,7 +873,7 @@ impl RunStore {
         }
         // The record goes first: a crash in between leaves an orphan folder, never a record
         // that points at missing files.
-        self.conn()
+        self.conn()?
             .execute("DELETE FROM runs WHERE id = ?1", params![run.id])
             .map_err(self.err())?;
         let dir = self.run_dir(&run.name);
@@ -940,6 +993,54 @@ mod tests {
         assert!(matches!(missing, StoreError::RunNotFound { .. }));
         store.delete_run(&run).expect("delete");
         assert!(store.runs(true).expect("runs").is_empty());
+    }
+
+    #[test]
+    fn the_store_is_made_with_its_first_run() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("state");
+        let plan = plan();
+        let reader = RunStore::open(&dir).expect("opens");
+        assert!(!reader.exists());
+        assert!(reader.runs(true).expect("runs").is_empty());
+        assert!(reader.tags().expect("tags").is_empty());
+        assert!(matches!(
+            reader.run("cowardly-goose-1"),
+            Err(StoreError::RunNotFound { .. })
+        ));
+        assert!(!dir.exists(), "reading makes nothing");
+
+        // Another process (here: another store) records a run: the reader sees it.
+        let writer = RunStore::open(&dir).expect("opens");
+        let run = writer
+            .create_run(&new_run(&plan, top.path()))
+            .expect("creates");
+        assert!(dir.join("dstack.db").is_file() && dir.join("runs").is_dir());
+        assert!(dir.join(".gitignore").is_file());
+        assert!(reader.exists());
+        assert_eq!(reader.run(&run.name).expect("seen").name, run.name);
+        // The reader records into the same file.
+        let second = reader
+            .create_run(&new_run(&plan, top.path()))
+            .expect("creates");
+        assert_eq!(writer.runs(true).expect("runs").len(), 2);
+        assert_ne!(second.name, run.name);
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_made_says_where() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let file = top.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        let store = RunStore::open(file.join("state")).expect("opens: nothing is made yet");
+        let plan = plan();
+        let e = store
+            .create_run(&new_run(&plan, top.path()))
+            .expect_err("cannot make a folder in a file");
+        assert!(
+            matches!(&e, StoreError::Io { path, .. } if path == &file.join("state")),
+            "{e:?}"
+        );
     }
 
     #[test]
