@@ -1552,7 +1552,8 @@ workflows:
 const CSV: &str = "x1,x2,y\n1,2,3\n4,5,6\n";
 
 /// A tiny HTTP/1.1 server on 127.0.0.1: `/data.csv` (200), `/short` (a body shorter than its
-/// `Content-Length`), anything else 404. Returns its port.
+/// `Content-Length`), `/hang` (never answers), `/stall` (a tenth of its body, then nothing),
+/// anything else 404. Returns its port.
 fn serve() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -1575,7 +1576,15 @@ fn answer(mut stream: TcpStream) {
     }
     let text = String::from_utf8_lossy(&request).into_owned();
     let path = text.split_whitespace().nth(1).unwrap_or("/");
+    // The connection stays open, silent, for longer than any test.
+    let wait = || std::thread::sleep(Duration::from_secs(600));
     let response = match path {
+        "/hang" => return wait(),
+        "/stall" => {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+            let _ = stream.flush();
+            return wait();
+        }
         "/data.csv" => format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CSV}",
             CSV.len()
@@ -1692,6 +1701,53 @@ workflows:
         std::fs::read_to_string(dest.join("get-ok/raw/data.csv")).expect("exported"),
         CSV
     );
+}
+
+#[test]
+fn a_download_the_server_leaves_waiting_ends_with_its_timeout_or_a_stop() {
+    let port = serve();
+    let p = Project::new(&format!(
+        r#"
+workflows:
+  - name: stall
+    provider: curl
+    url: http://127.0.0.1:{port}/stall
+    output: raw/stall.bin
+    timeout: 1
+  - name: hang
+    provider: curl
+    url: http://127.0.0.1:{port}/hang
+    output: raw/hang.bin
+"#
+    ));
+    // The job's timeout ends a download whose body stops coming (`wait` fails the test if
+    // dstack has not ended within the deadline).
+    let out = p.spawn(&["run", "stall", "--executor", "local"]).wait();
+    out.code(1);
+    assert_job(
+        &p.ps(&out.run_name()),
+        "stall",
+        "failed",
+        "timed out after 1s",
+    );
+    // Ctrl-C ends a download whose server never answers.
+    let dstack = p.spawn(&["run", "hang", "--executor", "local"]);
+    wait_for("the download to start", || {
+        p.ps_all()
+            .iter()
+            .any(|r| r["workflow"] == "hang" && status(job(r, "hang")) == "running")
+    });
+    killpg(Pid::from_raw(dstack.pid()), Signal::SIGINT).expect("signal");
+    let out = dstack.wait();
+    out.code(130);
+    let run = p.ps(&out.run_name());
+    assert_eq!(status(&run), "stopped", "{run:#}");
+    assert_job(&run, "hang", "stopped", "");
+    let parts: Vec<PathBuf> = files_under(&p.state_dir())
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(parts.is_empty(), "partial downloads are removed: {parts:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
