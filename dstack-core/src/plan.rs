@@ -381,7 +381,26 @@ impl Project {
             ProviderRef::Repo { .. } => None,
         };
         let mut jobs = match provider {
-            Some(p) => p.jobs(&mut reader),
+            Some(p) => {
+                let jobs = p.jobs(&mut reader);
+                match crate::program::check_jobs(&jobs) {
+                    Ok(()) => jobs,
+                    Err(problems) => {
+                        reader
+                            .error(
+                                wf.provider_pos,
+                                Code::Provider,
+                                format!(
+                                    "provider `{provider_name}` made invalid jobs for workflow `{}`: {}",
+                                    wf.name,
+                                    problems.join("; ")
+                                ),
+                            )
+                            .help("jobs of one workflow need distinct ids, and depend only on each other");
+                        Vec::new()
+                    }
+                }
+            }
             None if matches!(&wf.provider, ProviderRef::Named(n) if !self.custom.iter().any(|c| &c.name == n)) =>
             {
                 // An unknown provider, already reported by `load`: its keys cannot be checked.
@@ -996,6 +1015,88 @@ mod tests {
         // Too few workflows per thread: one thread.
         let small = project.closure(project.index["w300"]);
         assert!(project.materialise_parallel(&small, &resolved, 2).is_none());
+    }
+
+    /// Returns the jobs it was given.
+    #[derive(Debug)]
+    struct Given(Vec<JobSpec>);
+
+    impl Provider for Given {
+        fn name(&self) -> &str {
+            "given"
+        }
+
+        fn jobs(&self, _: &mut Params<'_>) -> Vec<JobSpec> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn jobs_of_providers_in_code_are_checked() {
+        let job = |id: &str, deps: &[&str]| JobSpec {
+            id: id.into(),
+            commands: vec!["true".into()],
+            depends_on: deps.iter().map(|&d| d.to_owned()).collect(),
+            ..JobSpec::default()
+        };
+        let plan = |jobs: Vec<JobSpec>| {
+            let sources = Sources {
+                workflows: Some("workflows:\n  - name: sweep\n    provider: given\n".to_owned()),
+                variables: None,
+                providers: None,
+            };
+            let mut registry = ProviderRegistry::default();
+            registry.register(Arc::new(Given(jobs)));
+            Project::from_sources(".", &sources, registry)
+                .expect("loads")
+                .plan("sweep", &crate::Overrides::new())
+        };
+        let problem = |jobs: Vec<JobSpec>| match plan(jobs) {
+            Err(crate::Error::Invalid(d)) => {
+                let d: Vec<&Diagnostic> = d.errors().collect();
+                assert_eq!(d.len(), 1, "{d:?}");
+                assert_eq!(d[0].code, Code::Provider);
+                assert_eq!(
+                    d[0].location.as_ref().map(|l| (l.line, l.column)),
+                    Some((3, 15))
+                );
+                d[0].message.clone()
+            }
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let prefix = "provider `given` made invalid jobs for workflow `sweep`: ";
+        assert_eq!(
+            problem(vec![job("x", &[]), job("x", &[])]),
+            format!("{prefix}job id `x` is used twice")
+        );
+        assert_eq!(
+            problem(vec![job("x", &[]), job("y", &["nope", "y"])]),
+            format!(
+                "{prefix}job `y` depends on `nope`, which it did not make; job `y` depends on itself"
+            )
+        );
+        assert_eq!(
+            problem(vec![job("a b", &[]), job("", &[])]),
+            format!("{prefix}job id `a b` must be letters, digits, `-`, `_` or `.`")
+        );
+        assert_eq!(
+            problem(vec![job("only", &["sweep"])]),
+            format!("{prefix}its only job depends on `sweep`, which it did not make")
+        );
+        // Jobs without ids are numbered; they may depend on each other by those numbers.
+        let made = plan(vec![job("", &[]), job("", &["1"])]).expect("plans");
+        let ids: Vec<(&str, &[String])> = made
+            .jobs
+            .iter()
+            .map(|j| (j.id.as_str(), j.depends_on.as_slice()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("sweep/1", &[][..]),
+                ("sweep/2", &["sweep/1".to_owned()][..])
+            ]
+        );
     }
 
     /// Jobs in stages: each job one stage after its last dependency, a stage in input order;

@@ -335,6 +335,58 @@ fn short(commit: &str) -> &str {
         .map_or(commit, |(i, _)| &commit[..i])
 }
 
+/// Checks the jobs a provider registered in code made for one workflow: ids (when there are
+/// several) valid and distinct, dependencies on other jobs of the same workflow only.
+pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
+    if let [job] = jobs {
+        // The usual case: one job, named after its workflow.
+        return match job.depends_on.first() {
+            None => Ok(()),
+            Some(dep) => Err(vec![format!(
+                "its only job depends on `{dep}`, which it did not make"
+            )]),
+        };
+    }
+    let mut problems = Vec::new();
+    let ids: Vec<String> = jobs
+        .iter()
+        .enumerate()
+        .map(|(n, j)| {
+            if j.id.is_empty() {
+                (n + 1).to_string()
+            } else {
+                j.id.clone()
+            }
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for id in &ids {
+        if !valid_id(id) {
+            problems.push(format!(
+                "job id `{id}` must be letters, digits, `-`, `_` or `.`"
+            ));
+        } else if !seen.insert(id.as_str()) {
+            problems.push(format!("job id `{id}` is used twice"));
+        }
+    }
+    for (job, id) in jobs.iter().zip(&ids) {
+        for dep in &job.depends_on {
+            if dep == id {
+                problems.push(format!("job `{id}` depends on itself"));
+            } else if !seen.contains(dep.as_str()) {
+                problems.push(format!(
+                    "job `{id}` depends on `{dep}`, which it did not make"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128

@@ -151,6 +151,31 @@ def test_a_provider_returning_the_wrong_type(make_project: ProjectFactory) -> No
         ds.Project(root, providers=[ds.Provider("bad", lambda w, p: ["echo"])])  # type: ignore[list-item]
 
 
+def test_jobs_a_provider_makes_are_checked(make_project: ProjectFactory) -> None:
+    root = make_project("workflows:\n  - name: w\n    provider: made\n")
+
+    def made(*jobs: ds.JobSpec) -> ds.Provider:
+        return ds.Provider("made", lambda w, p: list(jobs))
+
+    cases = [
+        ([ds.JobSpec(["echo a"], id="x"), ds.JobSpec(["echo b"], id="x")], "job id `x` is used twice"),
+        (
+            [ds.JobSpec(["echo a"], id="x"), ds.JobSpec(["echo b"], id="y", depends_on=["nope"])],
+            "job `y` depends on `nope`, which it did not make",
+        ),
+        (
+            [ds.JobSpec(["echo a"], id="x"), ds.JobSpec(["echo b"], id="y", depends_on=["y"])],
+            "job `y` depends on itself",
+        ),
+    ]
+    for jobs, problem in cases:
+        with pytest.raises(ds.ConfigError) as raised:
+            ds.Project(root, providers=[made(*jobs)])
+        (d,) = raised.value.diagnostics
+        assert d.message == f"provider `made` made invalid jobs for workflow `w`: {problem}"
+        assert (d.line, d.column) == (3, 15)
+
+
 def test_provider_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="must be callable"):
         ds.Provider("x", 3)  # type: ignore[arg-type]
