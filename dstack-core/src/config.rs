@@ -328,7 +328,7 @@ impl Project {
                         format!("no workflows file: `{}` does not exist", files.workflows.display()),
                     )
                     .with_help(format!(
-                        "create it with a `workflows:` list, or run dstack in (or with `-C`) the folder that holds `{DSTACK_DIR}/`"
+                        "create it with a `workflows:` list, or give dstack the folder that holds `{DSTACK_DIR}/` (`-C DIR`; `Project(DIR)` in Python)"
                     )),
                 );
                 Vec::new()

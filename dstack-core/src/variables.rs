@@ -580,7 +580,7 @@ impl Origin<'_> {
                 value.pos.column
             )
         } else {
-            format!("given as `--{name}` on the command line or through the API")
+            "given on the command line or through the API".to_owned()
         };
         format!("{shown} is the value of variable `{name}`, {from}")
     }

@@ -75,7 +75,7 @@ const MAX_DEPTH: usize = 16;
 pub enum GitError {
     /// The project is not in a Git repository.
     #[error(
-        "`{}` is not in a Git repository\n  help: dstack records the commit and the local changes of every run so that it can be reproduced; run `git init` (and commit your files) to make this folder a repository, or pass `--no-git` to run the folder as it is, without recording a version",
+        "`{}` is not in a Git repository\n  help: dstack records the commit and the local changes of every run so that it can be reproduced; run `git init` (and commit your files) to make this folder a repository, or run the folder as it is, without recording a version (`--no-git`; `no_git=True` in Python)",
         path.display()
     )]
     NotARepository {

@@ -655,7 +655,7 @@ fn outside_a_repository_the_error_says_how_to_fix_it() {
     assert_eq!(
         err.to_string(),
         format!(
-            "`{}` is not in a Git repository\n  help: dstack records the commit and the local changes of every run so that it can be reproduced; run `git init` (and commit your files) to make this folder a repository, or pass `--no-git` to run the folder as it is, without recording a version",
+            "`{}` is not in a Git repository\n  help: dstack records the commit and the local changes of every run so that it can be reproduced; run `git init` (and commit your files) to make this folder a repository, or run the folder as it is, without recording a version (`--no-git`; `no_git=True` in Python)",
             real.display()
         )
     );

@@ -52,7 +52,7 @@ def test_a_plain_folder_needs_no_git(make_project: ProjectFactory, tmp_path: pat
         project.run("show", executor="local", echo=False)
     message = str(raised.value)
     assert "is not in a Git repository" in message
-    assert "git init" in message and "--no-git" in message
+    assert "git init" in message and "`no_git=True` in Python" in message
     assert not probe.exists()
     assert ds.runs(project) == []
 

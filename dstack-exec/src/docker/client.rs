@@ -90,10 +90,10 @@ impl DockerError {
                 "set `host` in the `docker:` section of the executor configuration, or `DOCKER_HOST`, to the engine's socket (`unix:///var/run/docker.sock`)".into(),
             ),
             DockerError::Unreachable { detail, .. } if detail.contains("ermission denied") => Some(
-                "let your user use the engine (`sudo usermod -aG docker $USER`, then log in again), or use `--executor local`".into(),
+                "let your user use the engine (`sudo usermod -aG docker $USER`, then log in again), or use the local executor (`--executor local`; `executor=\"local\"` in Python)".into(),
             ),
             DockerError::Unreachable { .. } => Some(
-                "start Docker (`sudo systemctl start docker`; in dstack-rs' repository `bash scripts/setup-docker.sh` installs and starts one), point `DOCKER_HOST` (or `host` in the `docker:` section of the executor configuration) at a running engine, or use `--executor local`".into(),
+                "start Docker (`sudo systemctl start docker`; in dstack-rs' repository `bash scripts/setup-docker.sh` installs and starts one), point `DOCKER_HOST` (or `host` in the `docker:` section of the executor configuration) at a running engine, or use the local executor (`--executor local`; `executor=\"local\"` in Python)".into(),
             ),
             DockerError::NoNvidiaRuntime { .. } => Some(
                 "install the NVIDIA Container Toolkit on the engine's host and register it (`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`), or run the workflow without `gpu` in its `resources`".into(),
