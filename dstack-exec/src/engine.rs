@@ -126,7 +126,13 @@ impl Engine {
         root: impl Into<PathBuf>,
         state_dir: impl AsRef<Path>,
     ) -> Result<Engine, EngineError> {
-        let root = root.into();
+        // Both made absolute once: a caller that changes its working directory later (a
+        // notebook's `os.chdir`) keeps using the same project and store.
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).map_err(|source| EngineError::Io { path, source })
+        };
+        let root = absolute(root.into())?;
+        let state_dir = absolute(state_dir.as_ref().to_path_buf())?;
         let config = ExecConfig::load(&root)?;
         let store = Arc::new(RunStore::open(state_dir)?);
         Ok(Engine {
@@ -648,7 +654,7 @@ impl Engine {
             let to = dest.join(a.job.replace('/', "__")).join(&a.path);
             if to.exists() {
                 return Err(EngineError::Invalid(format!(
-                    "`{}` already exists; choose an empty --output folder",
+                    "`{}` already exists; export into an empty folder",
                     to.display()
                 )));
             }

@@ -718,11 +718,21 @@ impl Project {
                 registry.register(provider.get().inner());
             }
         }
+        // Absolute once: a later `os.chdir` does not move the project or its store.
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).map_err(|e| {
+                PyValueError::new_err(format!("cannot use the path `{}`: {e}", path.display()))
+            })
+        };
+        let path = absolute(path)?;
+        let state_dir = state_dir.map(absolute).transpose()?;
         // Provider programs (`.dstack/providers.yaml`, other repositories) run on this machine,
         // with their cache in the run store's folder.
-        let state = state_dir
-            .clone()
-            .unwrap_or_else(|| dstack_core::run::default_state_dir(&path));
+        let state = absolute(
+            state_dir
+                .clone()
+                .unwrap_or_else(|| dstack_core::run::default_state_dir(&path)),
+        )?;
         dstack_exec::providers::set_runner(&mut registry, &path, &state);
         let loaded = py.detach(|| load(&path, &registry))?;
         Ok(Project {

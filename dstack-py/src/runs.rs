@@ -405,7 +405,23 @@ fn deliver(
 // Driving.
 
 /// Emits a submission's warnings (as `warnings.warn`) and notes (on `sys.stderr` with `echo`).
-fn report_submission(py: Python<'_>, submission: &Submission, echo: bool) -> PyResult<()> {
+/// When that raises (warnings turned into errors, say), the run, recorded but not driven, is
+/// ended as stopped before the exception goes on: no run is left `submitted` forever.
+fn report_submission(
+    py: Python<'_>,
+    engine: &Engine,
+    submission: &Submission,
+    echo: bool,
+) -> PyResult<()> {
+    let reported = warn_and_note(py, submission, echo);
+    if reported.is_err() {
+        // The caller gets the exception that stopped us, not a store error on top of it.
+        let _ = py.detach(|| engine.stop(&submission.run.name, false, Duration::ZERO));
+    }
+    reported
+}
+
+fn warn_and_note(py: Python<'_>, submission: &Submission, echo: bool) -> PyResult<()> {
     let warn = py.import("warnings")?.getattr("warn")?;
     for w in &submission.warnings {
         warn.call1((w.as_str(), py.get_type::<DstackWarning>(), 1))?;
@@ -476,7 +492,7 @@ pub(crate) fn run_blocking(py: Python<'_>, engine: Engine, req: Request) -> PyRe
                 .submit(&req.workflow, &req.overrides, req.kind)
         })
     })?;
-    report_submission(py, &submission, req.echo)?;
+    report_submission(py, &engine, &submission, req.echo)?;
     let extra = Extra {
         warnings: submission.warnings,
         notes: submission.notes,
@@ -798,7 +814,7 @@ fn start_async<'py>(py: Python<'py>, engine: Engine, req: Request) -> PyResult<B
         let submitting = engine.clone().with_git(git);
         let submission = tokio::task::spawn_blocking(move || {
             let submission = catching_providers(|| submitting.submit(&workflow, &overrides, kind))?;
-            Python::attach(|py| report_submission(py, &submission, echo))?;
+            Python::attach(|py| report_submission(py, &submitting, &submission, echo))?;
             Ok::<_, Failure>(submission)
         })
         .await

@@ -7,6 +7,7 @@ import datetime
 import pathlib
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -287,6 +288,34 @@ def test_the_store_is_made_by_the_first_run(
     run = chain.run("a", executor="local", echo=False)
     assert state_dir.is_dir()
     assert [r.name for r in reader.runs(all=True)] == [run.name]
+
+
+def test_a_project_opened_by_a_relative_path_survives_chdir(
+    make_project: ProjectFactory, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(CHAIN, VARIABLES)
+    monkeypatch.delenv("DSTACK_STATE_DIR")
+    monkeypatch.chdir(root)
+    project = ds.Project(".")
+    assert project.path == root
+    first = project.run("a", executor="local", echo=False)
+    monkeypatch.chdir(tmp_path)
+    assert [line.text for line in first.logs()] == ["a says hello"]
+    second = project.run("a", executor="local", echo=False)
+    assert [r.name for r in project.runs(all=True)] == [second.name, first.name]
+    assert (root / ".dstack" / "state" / "dstack.db").is_file()
+    assert not (tmp_path / ".dstack").exists()
+
+
+def test_warnings_as_errors_leave_no_run_behind(chain: ds.Project) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ds.DstackWarning)
+        with pytest.raises(ds.DstackWarning, match="images are not used"):
+            chain.run("a", executor="local", echo=False)
+    (run,) = chain.runs(all=True)
+    assert run.status == "stopped"
+    assert [j.status for j in run.jobs] == ["skipped"]
+    assert chain.prune() == [run.name]
 
 
 def test_tagged_dependency_reuses_artifacts(make_project: ProjectFactory) -> None:
