@@ -696,7 +696,8 @@ impl Engine {
     /// (or `cancel` fires).
     ///
     /// # Errors
-    /// As [`Engine::logs`].
+    /// As [`Engine::logs`]; and when the process that drove the run has died, so that it
+    /// cannot end on its own (after the lines it left).
     pub fn follow_logs(
         &self,
         name: &str,
@@ -706,12 +707,19 @@ impl Engine {
     ) -> Result<RunRecord, EngineError> {
         let mut cursor = LogCursor::new(self, name, workflow)?;
         loop {
-            let finished = self.store.run(name)?.status.is_finished();
+            let run = self.store.run(name)?;
             for line in cursor.read_new()? {
                 on_line(&line);
             }
-            if finished || cancel.is_cancelled() {
+            if run.status.is_finished() || cancel.is_cancelled() {
                 return Ok(self.store.run(name)?);
+            }
+            // A driver that died (not one yet to come: a new run has none for a moment).
+            if let Some(pid) = run.driver_pid.filter(|_| run.orphaned) {
+                return Err(EngineError::Invalid(format!(
+                    "run `{name}` is {} but no process drives it any more (its driver, process {pid}, has ended); resume it to finish it, or stop it to end it",
+                    run.status
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -135,7 +135,8 @@ pub fn resume(
     drive_foreground(&engine, &run, &options, err)
 }
 
-/// Cancels `cancel` on the first SIGINT or SIGTERM and `hurry` on the next ones.
+/// Cancels `cancel` on the first SIGINT, SIGTERM or SIGHUP (the terminal closed, the SSH
+/// session dropped) and `hurry` on the next ones.
 fn handle_signals(
     cancel: CancellationToken,
     hurry: CancellationToken,
@@ -144,11 +145,13 @@ fn handle_signals(
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).map_err(user)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(user)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(user)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
             }
             if cancel.is_cancelled() {
                 if let Some(r) = &renderer {

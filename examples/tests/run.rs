@@ -840,6 +840,12 @@ fn sigterm_stops_the_run_and_leaves_no_process() {
 }
 
 #[test]
+fn a_hangup_stops_the_run_and_leaves_no_process() {
+    // The terminal closed, or the SSH session dropped.
+    stop_with_signal(Signal::SIGHUP, true);
+}
+
+#[test]
 fn a_second_ctrl_c_kills_jobs_that_ignore_sigterm() {
     let p = Project::new(
         r#"
@@ -999,6 +1005,11 @@ fn run_and_kill_driver(p: &Project) -> (String, Proc, Proc) {
 fn stop_of_a_run_whose_driver_was_killed_reaps_its_jobs() {
     let p = Project::new(WAITER);
     let (name, shell, bg) = run_and_kill_driver(&p);
+    // Following the logs of a run that cannot end on its own says so instead of waiting.
+    p.spawn(&["logs", "-f", &name])
+        .wait()
+        .code(1)
+        .stderr_has("no process drives it any more");
     p.dstack(&["stop", &name])
         .ok()
         .stdout_has(&format!("run {name} stopped"));
