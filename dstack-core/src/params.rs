@@ -501,6 +501,20 @@ impl<'a> Params<'a> {
                         self.workflow
                     );
                     self.warning(item.pos, Code::DuplicateKey, message);
+                } else if let Some(other) = out.iter().find(|o| nested_paths(o, &path)) {
+                    let (inner, outer) = if path.len() > other.len() {
+                        (&path, other)
+                    } else {
+                        (other, &path)
+                    };
+                    let message = format!(
+                        "artifact `{inner}` is inside artifact `{outer}` in workflow `{}`",
+                        self.workflow
+                    );
+                    self.error(item.pos, Code::InvalidPath, message)
+                        .help(format!(
+                            "list only `{outer}`: what it holds is saved with it"
+                        ));
                 } else {
                     out.push(path);
                 }
@@ -812,6 +826,16 @@ impl<'a> Params<'a> {
         }
         out
     }
+}
+
+/// Whether one of two different normalised relative paths holds the other (`a` and `a/b`).
+pub(crate) fn nested_paths(a: &str, b: &str) -> bool {
+    let inside = |inner: &str, outer: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    inside(a, b) || inside(b, a)
 }
 
 /// Normalises a relative path: drops `.` parts and resolves `..`; refuses absolute paths and

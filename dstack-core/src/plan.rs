@@ -1083,6 +1083,14 @@ mod tests {
             problem(vec![job("only", &["sweep"])]),
             format!("{prefix}its only job depends on `sweep`, which it did not make")
         );
+        let mut nested = job("", &[]);
+        nested.artifacts = vec!["out".into(), "logs".into(), "out/models".into()];
+        assert_eq!(
+            problem(vec![nested]),
+            format!(
+                "{prefix}artifacts `out` and `out/models` are one inside the other; list only the outer one"
+            )
+        );
         // Jobs without ids are numbered; they may depend on each other by those numbers.
         let made = plan(vec![job("", &[]), job("", &["1"])]).expect("plans");
         let ids: Vec<(&str, &[String])> = made

@@ -285,13 +285,18 @@ pub fn parse_output(stdout: &[u8]) -> Result<Vec<JobSpec>, Vec<String>> {
                 }
             },
         };
-        let mut artifacts = Vec::new();
+        let mut artifacts: Vec<String> = Vec::new();
         for a in &job.artifacts {
             match normalise_relative(a) {
                 Ok(p) if p.is_empty() => problems.push(at(format!(
                     "artifact `{a}` is the whole working directory; name a folder inside it"
                 ))),
-                Ok(p) => artifacts.push(p),
+                Ok(p) => match artifacts.iter().find(|o| crate::params::nested_paths(o, &p)) {
+                    Some(other) => problems.push(at(format!(
+                        "artifacts `{other}` and `{p}` are one inside the other; list only the outer one"
+                    ))),
+                    None => artifacts.push(p),
+                },
                 Err(why) => problems.push(at(format!("artifact `{a}`: {why}"))),
             }
         }
@@ -340,11 +345,17 @@ fn short(commit: &str) -> &str {
 pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
     if let [job] = jobs {
         // The usual case: one job, named after its workflow.
-        return match job.depends_on.first() {
-            None => Ok(()),
-            Some(dep) => Err(vec![format!(
+        let mut problems = Vec::new();
+        if let Some(dep) = job.depends_on.first() {
+            problems.push(format!(
                 "its only job depends on `{dep}`, which it did not make"
-            )]),
+            ));
+        }
+        nested_artifacts(job, &job.id, &mut problems);
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
         };
     }
     let mut problems = Vec::new();
@@ -370,6 +381,7 @@ pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
         }
     }
     for (job, id) in jobs.iter().zip(&ids) {
+        nested_artifacts(job, id, &mut problems);
         for dep in &job.depends_on {
             if dep == id {
                 problems.push(format!("job `{id}` depends on itself"));
@@ -384,6 +396,25 @@ pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Artifacts of `job` of which one holds another (they could not both be saved).
+fn nested_artifacts(job: &JobSpec, id: &str, problems: &mut Vec<String>) {
+    for (i, a) in job.artifacts.iter().enumerate() {
+        if let Some(b) = job.artifacts[..i]
+            .iter()
+            .find(|b| crate::params::nested_paths(a, b))
+        {
+            let job = if id.is_empty() {
+                String::new()
+            } else {
+                format!("job `{id}`: ")
+            };
+            problems.push(format!(
+                "{job}artifacts `{b}` and `{a}` are one inside the other; list only the outer one"
+            ));
+        }
     }
 }
 
@@ -610,7 +641,8 @@ mod tests {
                 {"id": "a", "commands": [], "depends_on": ["zzz", "a"], "working_dir": "../up"},
                 {"id": "a", "commands": ["x"], "artifacts": ["/abs", "."], "ports": [0]},
                 {"commands": ["x"], "resources": {"memory": "12 parsecs", "cpu": 0}},
-                {"id": "bad id!", "commands": ["x"], "env": {"A=B": "1"}}
+                {"id": "bad id!", "commands": ["x"], "env": {"A=B": "1"}},
+                {"id": "n", "commands": ["x"], "artifacts": ["out/m", "./out"]}
             ]}"#,
         )
         .expect_err("invalid");
@@ -629,6 +661,7 @@ mod tests {
             "`cpu` must be at least 1",
             "id `bad id!`",
             "`A=B` is not an environment variable name",
+            "job `n`: artifacts `out/m` and `out` are one inside the other",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

@@ -20,7 +20,8 @@
 //! number 3.1, and `cpu: 2.0` passes for the integer 2, which the loader refuses). So is what
 //! JSON Schema cannot say: whether a path stays inside the working directory, the words of a
 //! duration (`timeout: soon`), a memory size too large for 64 bits or that rounds to 0 bytes
-//! (`0.1B`), two `NAME/gpu` requests, names that must be unique or defined elsewhere.
+//! (`0.1B`), two `NAME/gpu` requests, artifacts of which one holds another, names that must
+//! be unique or defined elsewhere.
 //! `tests/schema.rs` compares the schema with the loader, key by key.
 
 use std::borrow::Cow;

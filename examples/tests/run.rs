@@ -613,6 +613,11 @@ workflows:
     p.dstack(&["resume", &name]).ok().stdout_has(&name);
     let run = p.ps(&name);
     assert_eq!(status(&run), "done", "{run:#}");
+    assert_eq!(
+        run["message"],
+        Value::Null,
+        "the old failure is not kept: {run:#}"
+    );
     for id in ["bad", "good", "after-bad", "all"] {
         assert_job(&run, id, "done", "");
     }

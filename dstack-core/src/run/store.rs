@@ -677,7 +677,7 @@ impl RunStore {
         let changed = self
             .conn()?
             .execute(
-                "UPDATE runs SET status = 'running',
+                "UPDATE runs SET status = 'running', message = NULL,
                     started_at = COALESCE(started_at, ?3), finished_at = NULL
                  WHERE id = ?1 AND status = ?2 AND status NOT IN ('stopping', 'aborting')",
                 params![run.id, run.status.as_str(), now_ms()],
@@ -993,6 +993,25 @@ mod tests {
         assert!(matches!(missing, StoreError::RunNotFound { .. }));
         store.delete_run(&run).expect("delete");
         assert!(store.runs(true).expect("runs").is_empty());
+    }
+
+    #[test]
+    fn a_run_started_again_forgets_why_it_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RunStore::open(dir.path()).expect("opens");
+        let plan = plan();
+        let run = store
+            .create_run(&new_run(&plan, dir.path()))
+            .expect("creates");
+        store
+            .set_run_status(&run, RunStatus::Stopped, Some("stopped by the user"))
+            .expect("stops");
+        let stopped = store.run(&run.name).expect("run");
+        assert_eq!(stopped.message.as_deref(), Some("stopped by the user"));
+        assert!(store.start(&stopped).expect("starts"), "a resume starts it");
+        let resumed = store.run(&run.name).expect("run");
+        assert_eq!(resumed.status, RunStatus::Running);
+        assert_eq!(resumed.message, None);
     }
 
     #[test]
