@@ -489,7 +489,24 @@ async fn artifacts_are_handed_over_and_tags_reuse_them() {
     f.store.tag(&summary.run, "latest").expect("tag");
     let (again, events) = drive(&f, Arc::default(), "retrain", opts(2)).await;
     assert_eq!(again.run.status, RunStatus::Done, "{events:?}");
-    assert_eq!(again.jobs.len(), 1, "prepare is not run again");
+    // `prepare` is not run again: the run records it as reused, from the tagged run.
+    let jobs: Vec<(&str, JobStatus, Option<&str>)> = again
+        .jobs
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.status, j.reused_from.as_deref()))
+        .collect();
+    let from = format!("{}/prepare", summary.run.name);
+    assert_eq!(
+        jobs,
+        [
+            ("prepare:latest", JobStatus::Reused, Some(from.as_str())),
+            ("retrain", JobStatus::Done, None)
+        ]
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::JobStatus { job, status: JobStatus::Running, .. } if job.starts_with("prepare"))),
+        "{events:?}"
+    );
     assert!(events.iter().any(|e| matches!(e, Event::Log { job, text, .. } if job == "retrain" && text == "read prepare\n")));
 
     // A deleted artifact store is caught before anything starts.

@@ -592,14 +592,31 @@ impl Engine {
         }
     }
 
-    /// Deletes every finished run that has no tag; returns their names.
+    /// Deletes every finished run that has no tag, but those whose artifacts a kept run
+    /// reuses (`depends-on: name:tag`); returns their names.
     ///
     /// # Errors
     /// When the store fails.
     pub fn prune(&self) -> Result<Vec<String>, EngineError> {
+        let runs = self.store.runs(true)?;
+        let (doomed, kept): (Vec<RunRecord>, Vec<RunRecord>) = runs
+            .into_iter()
+            .partition(|r| r.status.is_finished() && r.tags.is_empty());
+        // A reused job names the run its artifacts are in (never a run that reused them in
+        // turn), so one look at the kept runs finds every run they need.
+        let mut needed = std::collections::HashSet::new();
+        for run in &kept {
+            for job in self.store.jobs(run)? {
+                if let Some((source, _)) =
+                    job.reused_from.as_deref().and_then(|f| f.split_once('/'))
+                {
+                    needed.insert(source.to_owned());
+                }
+            }
+        }
         let mut pruned = Vec::new();
-        for run in self.store.runs(true)? {
-            if run.status.is_finished() && run.tags.is_empty() {
+        for run in doomed {
+            if !needed.contains(&run.name) {
                 self.store.delete_run(&run)?;
                 pruned.push(run.name);
             }

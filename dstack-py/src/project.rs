@@ -970,7 +970,8 @@ impl Project {
         Ok(py.detach(|| engine.store().untag(tag).map_err(Failure::from))?)
     }
 
-    /// Deletes every finished run that has no tag; returns their names.
+    /// Deletes every finished run that has no tag (but those whose artifacts a kept run
+    /// reuses); returns their names.
     fn prune(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let engine = self.engine()?;
         Ok(py.detach(|| engine.prune().map_err(Failure::from))?)

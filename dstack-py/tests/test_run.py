@@ -341,7 +341,11 @@ def test_tagged_dependency_reuses_artifacts(make_project: ProjectFactory) -> Non
     prepared.tag("latest")
     stamp = (prepared.artifacts[0].stored / "stamp").read_text().strip()
     trained = project.run("train", executor="local", echo=False)
-    assert [(j.id, j.status) for j in trained.jobs] == [("train", "done")]
+    # What the run reused is recorded with it, as a job of its own.
+    assert [(j.id, j.status, j.reused_from) for j in trained.jobs] == [
+        ("prepare:latest", "reused", f"{prepared.name}/prepare"),
+        ("train", "done", None),
+    ]
     assert [line.text for line in trained.logs()] == [stamp]
 
 

@@ -157,7 +157,8 @@ enum Command {
         #[arg(long, short, value_name = "DIR")]
         output: Option<PathBuf>,
     },
-    /// Delete finished runs that have no tag, with their logs and artifacts.
+    /// Delete finished runs that have no tag, with their logs and artifacts (but those whose
+    /// artifacts a kept run reuses).
     Prune,
     /// Drive a run submitted with `--detach` (started by dstack itself).
     #[command(name = "__drive", hide = true)]

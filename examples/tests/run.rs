@@ -1400,17 +1400,23 @@ fn a_tagged_dependency_reuses_artifacts_without_running_its_workflow() {
     assert_eq!(p.ps(&first)["tags"], serde_json::json!(["latest"]));
 
     let out = p.run("train-tagged", &[]);
-    out.ok();
-    let tagged_run = p.ps(&out.run_name());
+    out.ok()
+        .stderr_has(&format!("reused: from {first}/prepare"));
+    let reusing = out.run_name();
+    let tagged_run = p.ps(&reusing);
     assert_eq!(status(&tagged_run), "done", "{tagged_run:#}");
     assert_eq!(p.count("prepare.count"), 1, "`prepare` must not run again");
     assert_eq!(p.read_probe("tagged.saw"), "1\nbeta\n");
-    for j in tagged_run["jobs"].as_array().expect("jobs") {
-        assert!(
-            j["workflow"] != "prepare" || status(j) == "reused",
-            "`prepare` is reused, not run: {tagged_run:#}"
-        );
-    }
+    // What was reused is recorded with the run.
+    let reused = job(&tagged_run, "prepare:latest");
+    assert_eq!(status(reused), "reused", "{tagged_run:#}");
+    assert_eq!(reused["workflow"], "prepare");
+    assert_eq!(reused["reused_from"], format!("{first}/prepare").as_str());
+    assert_eq!(
+        tagged_run["jobs"].as_array().map(Vec::len),
+        Some(2),
+        "`prepare` is reused, not run: {tagged_run:#}"
+    );
 
     // Moving the tag to a newer run hands over the newer artifacts.
     let second = p.run("prepare", &[]);
@@ -1439,6 +1445,24 @@ fn a_tagged_dependency_reuses_artifacts_without_running_its_workflow() {
         .code(1)
         .stderr_has("no run is tagged `latest`");
     assert_eq!(p.count("prepare.count"), 2);
+
+    // A run that reused artifacts, tagged in turn, hands over those of the run they are in
+    // (`prepare:kept` follows `reusing` to `first`), and prune keeps that run for it.
+    p.dstack(&["tag", &reusing, "kept"]).ok();
+    p.write_workflows(&format!(
+        "{PIPELINE}  - name: train-kept\n    provider: docker\n    image: busybox\n    depends-on: [prepare:kept]\n    commands:\n      - cat data/a.txt > @PROBE/kept.saw\n"
+    ));
+    let pruned = p.dstack(&["prune"]);
+    pruned.ok();
+    assert!(!pruned.stdout.contains(&first), "{pruned}");
+    assert!(pruned.stdout.contains(&second), "{pruned}");
+    let out = p.run("train-kept", &[]);
+    out.ok();
+    assert_eq!(p.read_probe("kept.saw"), "1\n");
+    assert_eq!(
+        job(&p.ps(&out.run_name()), "prepare:kept")["reused_from"],
+        format!("{first}/prepare").as_str()
+    );
 }
 
 #[test]

@@ -271,7 +271,19 @@ impl Scheduler {
                         }),
                     None => (tagged.name.clone(), record.job_id.clone()),
                 };
-                let spec = tagged_plan.job(&record.job_id);
+                // The artifacts a job declared are in the plan of the run it ran in.
+                let source_plan = if source_run == tagged.name {
+                    tagged_plan
+                } else {
+                    let source = self.store.run(&source_run).map_err(|e| {
+                        RunError::Tag(format!(
+                            "`depends-on: {dep}` of workflow `{}`: run `{}` (tagged `{tag}`) reused the artifacts of run `{source_run}`, which is gone: {e}",
+                            job.workflow, tagged.name
+                        ))
+                    })?;
+                    self.store.plan(&source)?
+                };
+                let spec = source_plan.job(&source_job);
                 let dir = self.store.artifacts_dir(&source_run, &source_job);
                 let mut artifacts = Vec::new();
                 for path in spec.map(|s| s.artifacts.clone()).unwrap_or_default() {
@@ -418,12 +430,33 @@ impl Scheduler {
             // or found none yet and ended the run itself): nothing starts.
             return self.stopped_before_start(run);
         }
+        // What the `name:tag` dependencies reuse is recorded with the run, as jobs of its own.
+        let mut reused: Vec<(&str, &str, &str)> = reuse
+            .iter()
+            .map(|(reference, r)| {
+                let workflow = reference
+                    .rsplit_once(':')
+                    .map_or(reference.as_str(), |(w, _)| w);
+                (reference.as_str(), workflow, r.from.as_str())
+            })
+            .collect();
+        reused.sort_unstable();
+        self.store.record_reused(run, &reused)?;
         self.bus.send(&Event::RunStarted {
             run: run.name.clone(),
             workflow: plan.workflow.clone(),
             executor: self.executor.name().to_owned(),
             jobs: to_run.iter().map(|j| j.id.clone()).collect(),
         });
+        for &(reference, _, from) in &reused {
+            self.emit_status(
+                run,
+                reference,
+                JobStatus::Reused,
+                0,
+                Some(format!("from {from}")),
+            );
+        }
 
         if let Err(error) = self.executor.prepare(&to_run).await {
             let message = error.to_string();

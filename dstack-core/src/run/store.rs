@@ -465,6 +465,55 @@ impl RunStore {
         self.run(&name)
     }
 
+    /// Records what `run` reuses for its `depends-on: WORKFLOW:TAG` dependencies: for each
+    /// `(reference, workflow, from)`, a job of its own called `reference` (`prepare:latest`),
+    /// `reused`, pointing at job `from` (`run/job`) of the tagged run. Listed before the
+    /// planned jobs; given again (a resume), the record says what the tag names now.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn record_reused(
+        &self,
+        run: &RunRecord,
+        reused: &[(&str, &str, &str)],
+    ) -> Result<(), StoreError> {
+        if reused.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let err = self.err();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        {
+            let mut upsert = tx
+                .prepare(
+                    "INSERT INTO jobs (run_id, job_id, position, workflow, status, reused_from, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(run_id, job_id) DO UPDATE SET
+                        status = excluded.status, reused_from = excluded.reused_from,
+                        finished_at = excluded.finished_at",
+                )
+                .map_err(&err)?;
+            let count = i64::try_from(reused.len()).unwrap_or(i64::MAX);
+            let now = now_ms();
+            for (i, (reference, workflow, from)) in reused.iter().enumerate() {
+                upsert
+                    .execute(params![
+                        run.id,
+                        reference,
+                        i64::try_from(i).unwrap_or(0) - count,
+                        workflow,
+                        JobStatus::Reused.as_str(),
+                        from,
+                        now
+                    ])
+                    .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
     /// The plan a run was created with.
     ///
     /// # Errors
