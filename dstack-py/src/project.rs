@@ -900,7 +900,7 @@ impl Project {
 
     /// `run()` for asyncio: `await project.run_async(...)` drives the run on the module's tokio
     /// runtime without blocking the event loop; `on_event` is called on the loop. Cancelling the
-    /// awaiting task stops the run (its jobs are stopped in the background).
+    /// awaiting task stops the run; the cancellation goes on once the run has stopped.
     #[pyo3(signature = (workflow, variables = None, *, executor = "auto", jobs = None, keep_going = false, on_event = None, echo = true, no_git = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_async<'py>(

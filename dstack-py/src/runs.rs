@@ -745,10 +745,12 @@ async fn barrier(event_loop: &Py<PyAny>) {
 /// coroutine (accepted by `asyncio.create_task`) that starts the run only when it is awaited.
 static DRIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Starts a run on its first call, from inside the coroutine (on the event loop).
+/// Starts a run on its first call, from inside the coroutine (on the event loop); `stop()`
+/// stops it.
 #[pyclass(frozen)]
 struct Starter {
     request: Mutex<Option<(Engine, Request)>>,
+    cancel: CancellationToken,
 }
 
 #[pymethods]
@@ -759,7 +761,11 @@ impl Starter {
                 "this run_async() coroutine has already been awaited",
             ));
         };
-        start_async(py, engine, request)
+        start_async(py, engine, request, self.cancel.clone())
+    }
+
+    fn stop(&self) {
+        self.cancel.cancel();
     }
 }
 
@@ -769,10 +775,26 @@ pub(crate) fn run_async<'py>(
     engine: Engine,
     req: Request,
 ) -> PyResult<Bound<'py, PyAny>> {
+    // The future that drives the run is shielded from the task's cancellation: a cancelled
+    // task stops the run and waits until it has stopped (as `run()` does on Ctrl-C) before
+    // the cancellation goes on.
     let drive = DRIVE.get_or_try_init(py, || {
         let module = PyModule::from_code(
             py,
-            c"async def _drive(start):\n    return await start()\n",
+            c"import asyncio
+
+async def _drive(start):
+    future = start()
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        start.stop()
+        try:
+            await future
+        except BaseException:
+            pass
+        raise
+",
             c"<dstack_py._core>",
             c"dstack_py._drive",
         )?;
@@ -782,16 +804,21 @@ pub(crate) fn run_async<'py>(
         py,
         Starter {
             request: Mutex::new(Some((engine, req))),
+            cancel: CancellationToken::new(),
         },
     )?;
     drive.bind(py).call1((starter,))
 }
 
 /// Submits the run and returns the asyncio future that drives it.
-fn start_async<'py>(py: Python<'py>, engine: Engine, req: Request) -> PyResult<Bound<'py, PyAny>> {
+fn start_async<'py>(
+    py: Python<'py>,
+    engine: Engine,
+    req: Request,
+    cancel: CancellationToken,
+) -> PyResult<Bound<'py, PyAny>> {
     let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
     let event_loop: Py<PyAny> = locals.event_loop(py).unbind();
-    let cancel = CancellationToken::new();
     let dispatcher = Py::new(
         py,
         Dispatcher {
