@@ -1494,7 +1494,11 @@ impl Run {
         let name = self.name_();
         py.detach(|| {
             let run = self.engine.run(&name)?;
-            self.engine.store().tag(&run, tag).map_err(Failure::from)
+            self.engine
+                .store()
+                .tag(&run, tag)
+                .map(|_| ())
+                .map_err(Failure::from)
         })?;
         self.refresh(py)
     }

@@ -564,8 +564,11 @@ pub fn stop(dir: &Path, name: &str, abort: bool, out: &mut dyn Write) -> Result<
 pub fn tag(dir: &Path, name: &str, tag: &str, out: &mut dyn Write) -> Result<(), Failure> {
     let engine = Engine::open(dir)?;
     let run = engine.run(name)?;
-    engine.store().tag(&run, tag).map_err(user)?;
-    let _ = writeln!(out, "tagged {} as {tag}", run.name);
+    let moved = engine.store().tag(&run, tag).map_err(user)?;
+    let _ = match moved {
+        Some(from) => writeln!(out, "tagged {} as {tag} (moved from {from})", run.name),
+        None => writeln!(out, "tagged {} as {tag}", run.name),
+    };
     Ok(())
 }
 
@@ -607,7 +610,11 @@ pub fn artifacts(
 ) -> Result<(), Failure> {
     let engine = Engine::open(dir)?;
     if let Some(dest) = output {
-        for path in engine.export_artifacts(name, dest)? {
+        let written = engine.export_artifacts(name, dest)?;
+        if written.is_empty() {
+            let _ = writeln!(out, "run {name} has no artifacts: nothing exported");
+        }
+        for path in written {
             let _ = writeln!(out, "{}", path.display());
         }
         return Ok(());

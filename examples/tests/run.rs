@@ -1422,7 +1422,9 @@ fn a_tagged_dependency_reuses_artifacts_without_running_its_workflow() {
     let second = p.run("prepare", &[]);
     second.ok();
     let second = second.run_name();
-    p.dstack(&["tag", &second, "latest"]).ok();
+    p.dstack(&["tag", &second, "latest"])
+        .ok()
+        .stdout_has(&format!("tagged {second} as latest (moved from {first})"));
     p.run("train-tagged", &[]).ok();
     assert_eq!(p.read_probe("tagged.saw"), "2\nbeta\n");
     assert_eq!(p.count("prepare.count"), 2);
@@ -1548,6 +1550,18 @@ workflows:
         .stderr_has("has no workflow `nosuch`");
     p.dstack(&["logs", &name, "--since", "yesterdayish"])
         .code(2);
+    p.dstack(&["artifacts", &name])
+        .ok()
+        .stdout_has(&format!("run {name} has no artifacts"));
+    let export = p.tmp.path().join("export");
+    p.dstack(&[
+        "artifacts",
+        &name,
+        "--output",
+        export.to_str().expect("utf-8"),
+    ])
+    .ok()
+    .stdout_has("nothing exported");
     p.run("nosuch", &[]).code(1);
     p.run("w", &["-j", "0"]).code(2);
     p.dstack(&["run", "w", "--executor", "nope"]).code(2);

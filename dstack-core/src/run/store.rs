@@ -804,11 +804,12 @@ impl RunStore {
         )
     }
 
-    /// Puts `tag` on a finished run (moving it from another run if needed).
+    /// Puts `tag` on a finished run, moving it from another run if needed; returns the name of
+    /// that other run (a `depends-on: WORKFLOW:TAG` now reuses `run` instead).
     ///
     /// # Errors
     /// An invalid tag name, an unfinished run, or a database failure.
-    pub fn tag(&self, run: &RunRecord, tag: &str) -> Result<(), StoreError> {
+    pub fn tag(&self, run: &RunRecord, tag: &str) -> Result<Option<String>, StoreError> {
         if !crate::config::valid_name(tag) {
             return Err(StoreError::Invalid(format!(
                 "`{tag}` is not a valid tag: use letters, digits, `-`, `_` and `.`"
@@ -820,14 +821,28 @@ impl RunStore {
                 run.name, run.status
             )));
         }
-        self.conn()?
-            .execute(
-                "INSERT INTO tags (name, run_id, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
-                params![tag, run.id, now_ms()],
+        let mut conn = self.conn()?;
+        let err = self.err();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let before: Option<String> = tx
+            .query_row(
+                "SELECT runs.name FROM tags JOIN runs ON runs.id = tags.run_id
+                 WHERE tags.name = ?1 AND tags.run_id != ?2",
+                params![tag, run.id],
+                |r| r.get(0),
             )
-            .map_err(self.err())?;
-        Ok(())
+            .optional()
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO tags (name, run_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
+            params![tag, run.id, now_ms()],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(before)
     }
 
     /// Removes `tag`; returns the run it was on.
@@ -1025,7 +1040,8 @@ mod tests {
             .set_run_status(&run, RunStatus::Failed, Some("prepare failed"))
             .expect("status");
         let run = store.run(&run.name).expect("run");
-        store.tag(&run, "latest").expect("tag");
+        assert_eq!(store.tag(&run, "latest").expect("tag"), None);
+        assert_eq!(store.tag(&run, "latest").expect("again"), None, "not moved");
         assert!(matches!(
             store.tag(&run, "bad tag"),
             Err(StoreError::Invalid(_))
