@@ -65,6 +65,46 @@ fn scalar(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Scalar> {
     )))
 }
 
+/// A whole-number argument that must lie in `min..=max`: a `ValueError` that names it
+/// otherwise (not pyo3's `OverflowError` for a negative or huge number).
+pub(crate) fn bounded<T: TryFrom<i128>>(
+    what: &str,
+    value: i128,
+    min: i128,
+    max: i128,
+) -> PyResult<T> {
+    if value < min || value > max {
+        let range = if max == i128::from(u32::MAX) || max == i128::from(u64::MAX) {
+            format!("at least {min}")
+        } else {
+            format!("between {min} and {max}")
+        };
+        return Err(PyValueError::new_err(format!(
+            "`{what}` must be {range}, got {value}"
+        )));
+    }
+    T::try_from(value).map_err(|_| PyValueError::new_err(format!("`{what}` is out of range")))
+}
+
+/// A list of strings (`None`: empty); a lone string is refused with the list it meant.
+pub(crate) fn strings(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Vec::new());
+    };
+    if let Ok(s) = value.cast::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "`{what}` must be a list of strings, got str: write [{}]",
+            s.repr()?
+        )));
+    }
+    value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "`{what}` must be a list of strings, got {}",
+            type_name(value)
+        ))
+    })
+}
+
 /// The name of a value's type, for messages.
 pub(crate) fn type_name(value: &Bound<'_, PyAny>) -> String {
     value

@@ -173,12 +173,8 @@ impl Gpu {
     /// `"16GB"`.
     #[new]
     #[pyo3(signature = (count = 1, name = None, memory = None))]
-    fn new(count: u32, name: Option<String>, memory: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        if count == 0 {
-            return Err(PyValueError::new_err(
-                "`count` of a GPU request must be at least 1",
-            ));
-        }
+    fn new(count: i128, name: Option<String>, memory: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let count = crate::convert::bounded("count", count, 1, i128::from(u32::MAX))?;
         Ok(Gpu {
             count,
             name,
@@ -235,14 +231,14 @@ impl Resources {
     #[new]
     #[pyo3(signature = (cpu = None, memory = None, gpu = None, shm_size = None))]
     fn new(
-        cpu: Option<u32>,
+        cpu: Option<i128>,
         memory: Option<&Bound<'_, PyAny>>,
         gpu: Option<&Bound<'_, PyAny>>,
         shm_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        if cpu == Some(0) {
-            return Err(PyValueError::new_err("`cpu` must be at least 1"));
-        }
+        let cpu: Option<u32> = cpu
+            .map(|c| crate::convert::bounded("cpu", c, 1, i128::from(u32::MAX)))
+            .transpose()?;
         let gpu = match gpu.filter(|g| !g.is_none()) {
             None => None,
             Some(g) => {
@@ -257,7 +253,9 @@ impl Resources {
                     return Err(PyTypeError::new_err(
                         "`gpu` must be a count or a Gpu, got bool",
                     ));
-                } else if let Ok(count) = g.extract::<u32>() {
+                } else if let Ok(count) = g.extract::<i128>() {
+                    let count: u32 =
+                        crate::convert::bounded("gpu", count, 0, i128::from(u32::MAX))?;
                     (count > 0).then_some(GpuRequest {
                         count,
                         name: None,
@@ -352,7 +350,7 @@ impl JobSpec {
     /// the workflow's dependencies, variables (as environment variables), timeout and retries.
     #[new]
     #[pyo3(signature = (
-        commands = Vec::new(),
+        commands = None,
         *,
         image = None,
         working_dir = ".".to_owned(),
@@ -368,12 +366,12 @@ impl JobSpec {
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        commands: Vec<String>,
+        commands: Option<&Bound<'_, PyAny>>,
         image: Option<String>,
         working_dir: String,
         env: Option<BTreeMap<String, String>>,
         artifacts: Vec<String>,
-        ports: Vec<u16>,
+        ports: Vec<i128>,
         resources: Option<PyRef<'_, Resources>>,
         id: String,
         depends_on: Vec<String>,
@@ -387,9 +385,11 @@ impl JobSpec {
             .iter()
             .map(|a| relative("artifact", a))
             .collect::<PyResult<Vec<_>>>()?;
-        if ports.contains(&0) {
-            return Err(PyValueError::new_err("ports must be between 1 and 65535"));
-        }
+        let commands = crate::convert::strings("commands", commands)?;
+        let ports = ports
+            .into_iter()
+            .map(|p| crate::convert::bounded("ports", p, 1, 65535))
+            .collect::<PyResult<Vec<u16>>>()?;
         if id.contains('/') || id.contains(':') {
             return Err(PyValueError::new_err(format!(
                 "job id `{id}` must not contain `/` or `:`"
@@ -878,7 +878,7 @@ impl Project {
         workflow: &str,
         variables: Option<&Bound<'_, PyAny>>,
         executor: &str,
-        jobs: Option<usize>,
+        jobs: Option<i128>,
         keep_going: bool,
         on_event: Option<Bound<'_, PyAny>>,
         echo: bool,
@@ -909,7 +909,7 @@ impl Project {
         workflow: &str,
         variables: Option<&Bound<'py, PyAny>>,
         executor: &str,
-        jobs: Option<usize>,
+        jobs: Option<i128>,
         keep_going: bool,
         on_event: Option<Bound<'py, PyAny>>,
         echo: bool,
@@ -935,7 +935,7 @@ impl Project {
         &self,
         py: Python<'_>,
         name: &str,
-        jobs: Option<usize>,
+        jobs: Option<i128>,
         keep_going: bool,
         on_event: Option<Bound<'_, PyAny>>,
         echo: bool,

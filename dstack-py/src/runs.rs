@@ -49,16 +49,13 @@ pub(crate) struct Request {
     git: bool,
 }
 
-fn options(jobs: Option<usize>, keep_going: bool) -> PyResult<RunOptions> {
+fn options(jobs: Option<i128>, keep_going: bool) -> PyResult<RunOptions> {
     let mut options = RunOptions {
         keep_going,
         ..RunOptions::default()
     };
     if let Some(jobs) = jobs {
-        if jobs == 0 {
-            return Err(PyValueError::new_err("`jobs` must be at least 1"));
-        }
-        options.parallelism = jobs;
+        options.parallelism = crate::convert::bounded("jobs", jobs, 1, i128::from(u32::MAX))?;
     }
     Ok(options)
 }
@@ -79,7 +76,7 @@ impl Request {
         workflow: &str,
         overrides: Overrides,
         executor: &str,
-        jobs: Option<usize>,
+        jobs: Option<i128>,
         keep_going: bool,
         on_event: Option<Bound<'_, PyAny>>,
         echo: bool,
@@ -513,7 +510,7 @@ pub(crate) fn resume_blocking(
     py: Python<'_>,
     engine: Engine,
     name: &str,
-    jobs: Option<usize>,
+    jobs: Option<i128>,
     keep_going: bool,
     on_event: Option<Bound<'_, PyAny>>,
     echo: bool,
@@ -1528,7 +1525,7 @@ impl Run {
     fn resume(
         &self,
         py: Python<'_>,
-        jobs: Option<usize>,
+        jobs: Option<i128>,
         keep_going: bool,
         on_event: Option<Bound<'_, PyAny>>,
         echo: bool,

@@ -222,8 +222,19 @@ def test_resources_and_jobs_from_python() -> None:
         ds.Resources(memory="8 parsecs")
     with pytest.raises(TypeError, match="`gpu` must be a count or a Gpu"):
         ds.Resources(gpu="two")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="`cpu` must be at least 1, got 0"):
         ds.Resources(cpu=0)
+    with pytest.raises(ValueError, match="`gpu` must be at least 0, got -2"):
+        ds.Resources(gpu=-2)
+    with pytest.raises(ValueError, match="`count` must be at least 1, got -1"):
+        ds.Gpu(-1)
+    with pytest.raises(ValueError, match="`ports` must be between 1 and 65535, got 70000"):
+        ds.JobSpec(["true"], ports=[70000])
+    with pytest.raises(TypeError, match=r"`commands` must be a list of strings, got str: write \['echo hi'\]"):
+        ds.JobSpec("echo hi")
+    with pytest.raises(TypeError, match="`commands` must be a list of strings, got int"):
+        ds.JobSpec(3)  # type: ignore[arg-type]
+    assert ds.JobSpec().commands == []
     job = ds.JobSpec(["echo hi"], image="ubuntu", env={"A": "1"}, artifacts=["out"], resources=r)
     assert job.commands == ["echo hi"]
     assert job.resources == r

@@ -152,8 +152,10 @@ def test_failed_run_raises_execution_error(make_project: ProjectFactory) -> None
 def test_bad_arguments(chain: ds.Project) -> None:
     with pytest.raises(ValueError, match=r"unknown executor `kubernetes` \(use `auto`, `local`, `docker` or `slurm`\)"):
         chain.run("a", executor="kubernetes")
-    with pytest.raises(ValueError, match="`jobs` must be at least 1"):
+    with pytest.raises(ValueError, match="`jobs` must be at least 1, got 0"):
         chain.run("a", jobs=0)
+    with pytest.raises(ValueError, match="`jobs` must be at least 1, got -1"):
+        chain.run("a", jobs=-1)
     with pytest.raises(TypeError, match="`on_event` must be callable"):
         chain.run("a", on_event=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="variable `greeting`"):
