@@ -624,7 +624,8 @@ impl Engine {
         Ok(pruned)
     }
 
-    /// The saved artifacts of a run.
+    /// The saved artifacts of a run: those of the jobs that succeeded, and those that stopped
+    /// jobs had written (`dstack stop` saves them, `--abort` does not).
     ///
     /// # Errors
     /// An unknown run, or a store failure.
@@ -633,13 +634,20 @@ impl Engine {
         let plan = self.store.plan(&run)?;
         let jobs = self.store.jobs(&run)?;
         let mut out = Vec::new();
-        for job in jobs.iter().filter(|j| j.status == JobStatus::Done) {
+        for job in jobs
+            .iter()
+            .filter(|j| matches!(j.status, JobStatus::Done | JobStatus::Stopped))
+        {
             let Some(spec) = plan.job(&job.job_id) else {
                 continue;
             };
             let dir = self.store.artifacts_dir(&run.name, &job.job_id);
             for path in &spec.artifacts {
                 let stored = dir.join(path);
+                // A stopped job saved only what it had written.
+                if job.status == JobStatus::Stopped && std::fs::symlink_metadata(&stored).is_err() {
+                    continue;
+                }
                 let (files, bytes) = size_of(&stored);
                 out.push(Artifact {
                     job: job.job_id.clone(),

@@ -231,16 +231,41 @@ const TICKING: &str = "workflows:
       - echo finished
 ";
 
+/// Writes part of its artifacts, then waits.
+const SAVING: &str = "workflows:
+  - name: sleepy
+    provider: docker
+    image: IMAGE
+    commands:
+      - mkdir -p out && echo partial > out/p
+      - echo up
+      - sleep 600
+    artifacts: [out, never]
+";
+
+/// A stopped run leaves no container, and keeps what its job wrote in the container.
 fn stopped_by(signal: Signal) {
-    let p = Project::new(SLEEPY);
+    let p = Project::new(SAVING);
     let dstack = p.spawn(&["run", "sleepy", "--executor", "docker"]);
     let run = dstack.run_name();
-    wait_for("the container to run", || !p.running().is_empty());
+    wait_for("the job to write its artifact", || {
+        p.dstack(&["logs", &run]).1.contains("up")
+    });
     kill(dstack.pid(), signal).unwrap();
     let (code, out, err) = dstack.wait();
     assert_eq!(code, 130, "{out}\n{err}");
     assert!(p.containers().is_empty(), "{:?}", p.containers());
-    assert_eq!(p.ps(&run)["status"], "stopped");
+    let ps = p.ps(&run);
+    assert_eq!(ps["status"], "stopped");
+    let job = &ps["jobs"][0];
+    assert_eq!(job["status"], "stopped", "{ps:#}");
+    assert_eq!(job["reason"], "stopped; saved out", "{ps:#}");
+    let (code, listed, err) = p.dstack(&["artifacts", &run]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        listed.contains("out") && !listed.contains("never"),
+        "{listed}"
+    );
 }
 
 #[test]

@@ -1950,6 +1950,62 @@ fn stop_detached(abort: bool) {
 }
 
 #[test]
+fn a_stop_saves_what_the_job_has_made_and_an_abort_does_not() {
+    for abort in [false, true] {
+        let p = Project::new(
+            r#"
+workflows:
+  - name: train
+    provider: docker
+    image: busybox
+    commands:
+      - mkdir -p checkpoints
+      - echo epoch-1 > checkpoints/1
+      - touch @PROBE/ready
+      - sleep 1000
+    artifacts: [checkpoints, metrics]
+"#,
+        );
+        let out = p.run("train", &["--detach"]);
+        out.ok();
+        let name = out.run_name();
+        wait_for("the job to write its checkpoint", || {
+            p.probe("ready").exists()
+        });
+        let mut args = vec!["stop", name.as_str()];
+        if abort {
+            args.push("--abort");
+        }
+        p.dstack(&args).ok();
+        let run = p.ps(&name);
+        let listed = p.dstack(&["artifacts", &name]);
+        listed.ok();
+        if abort {
+            assert_job(&run, "train", "aborted", "");
+            listed.stdout_has(&format!("run {name} has no artifacts"));
+            continue;
+        }
+        // What was written is kept; what was not (`metrics`) is left out.
+        assert_job(&run, "train", "stopped", "saved checkpoints");
+        assert!(!reason(job(&run, "train")).contains("metrics"), "{run:#}");
+        listed.stdout_has("checkpoints");
+        assert!(!listed.stdout.contains("metrics"), "{listed}");
+        let dest = p.tmp.path().join("export");
+        p.dstack(&[
+            "artifacts",
+            &name,
+            "--output",
+            dest.to_str().expect("utf-8"),
+        ])
+        .ok();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("train/checkpoints/1")).expect("exported"),
+            "epoch-1\n"
+        );
+    }
+}
+
+#[test]
 fn stop_of_a_detached_run_leaves_no_process() {
     stop_detached(false);
 }

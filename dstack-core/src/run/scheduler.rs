@@ -1379,13 +1379,18 @@ impl JobTask {
                         .run(&self.run.name)
                         .is_ok_and(|r| r.status == RunStatus::Aborting);
                     let (status, reason) = if aborted {
-                        (JobStatus::Aborted, "aborted")
+                        (JobStatus::Aborted, "aborted".to_owned())
                     } else {
-                        (JobStatus::Stopped, "stopped")
+                        // A stop keeps what the job has made so far: the artifacts it has
+                        // written are saved (an abort saves nothing).
+                        (
+                            JobStatus::Stopped,
+                            self.save_what_a_stop_keeps(&tree, attempt).await,
+                        )
                     };
                     self.update(&JobUpdate {
                         status: Some(status),
-                        reason: Some(reason),
+                        reason: Some(&reason),
                         finished: true,
                         ..JobUpdate::default()
                     });
@@ -1484,8 +1489,50 @@ impl JobTask {
         }
     }
 
+    /// Saves the artifacts that a stopped job has written (those missing are left out); returns
+    /// the reason to record: `stopped`, and what was saved or why nothing could be.
+    async fn save_what_a_stop_keeps(&self, tree: &Path, attempt: u32) -> String {
+        let working_dir = if self.job.working_dir == "." {
+            tree.to_path_buf()
+        } else {
+            tree.join(&self.job.working_dir)
+        };
+        let present: Vec<String> = self
+            .job
+            .artifacts
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(working_dir.join(p)).is_ok())
+            .cloned()
+            .collect();
+        if present.is_empty() {
+            // Nor is anything an earlier attempt saved listed as this one's.
+            let dest = self.store.artifacts_dir(&self.run.name, &self.job.id);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dest)).await;
+            return "stopped".to_owned();
+        }
+        self.update(&JobUpdate {
+            status: Some(JobStatus::Uploading),
+            ..JobUpdate::default()
+        });
+        self.status(JobStatus::Uploading, attempt, None);
+        match self.save_artifacts_at(tree, present.clone()).await {
+            Ok(()) => format!("stopped; saved {}", present.join(", ")),
+            Err(reason) => format!("stopped; its artifacts were not saved: {reason}"),
+        }
+    }
+
     async fn save_artifacts(&self, tree: &Path) -> Result<(), FailureReason> {
-        if self.job.artifacts.is_empty() {
+        self.save_artifacts_at(tree, self.job.artifacts.clone())
+            .await
+    }
+
+    /// Moves `paths` (artifacts of the job) from its tree into the artifact store.
+    async fn save_artifacts_at(
+        &self,
+        tree: &Path,
+        paths: Vec<String>,
+    ) -> Result<(), FailureReason> {
+        if paths.is_empty() {
             return Ok(());
         }
         let tree = tree.to_path_buf();
@@ -1494,7 +1541,6 @@ impl JobTask {
         } else {
             tree.join(&self.job.working_dir)
         };
-        let paths = self.job.artifacts.clone();
         let dest = self.store.artifacts_dir(&self.run.name, &self.job.id);
         tokio::task::spawn_blocking(move || {
             if dest.exists() {
