@@ -680,6 +680,23 @@ fn load(root: &Path, registry: &ProviderRegistry) -> Result<Loaded, Failure> {
     })
 }
 
+/// Emits the warnings of loading (deprecated keys, unused variable sections) as
+/// `DstackWarning`s, as the CLI prints them; they stay in `Project.warnings`.
+fn warn_about(py: Python<'_>, loaded: &Loaded) -> PyResult<()> {
+    if loaded.warnings.is_empty() {
+        return Ok(());
+    }
+    let warn = py.import("warnings")?.getattr("warn")?;
+    for w in &loaded.warnings {
+        warn.call1((
+            w.to_string(),
+            py.get_type::<crate::errors::DstackWarning>(),
+            1,
+        ))?;
+    }
+    Ok(())
+}
+
 #[pymethods]
 impl Project {
     /// Loads and validates the project at `path` (the folder holding `.dstack/`).
@@ -735,6 +752,7 @@ impl Project {
         )?;
         dstack_exec::providers::set_runner(&mut registry, &path, &state);
         let loaded = py.detach(|| load(&path, &registry))?;
+        warn_about(py, &loaded)?;
         Ok(Project {
             root: path,
             state_dir,
@@ -811,6 +829,7 @@ impl Project {
     /// files as they are).
     fn reload(&self, py: Python<'_>) -> PyResult<()> {
         let loaded = py.detach(|| load(&self.root, &self.registry))?;
+        warn_about(py, &loaded)?;
         *self
             .loaded
             .lock()

@@ -185,7 +185,8 @@ def test_deprecated_keys_are_warnings(make_project: ProjectFactory) -> None:
             python_script: main.py
         """
     )
-    project = ds.Project(root)
+    with pytest.warns(ds.DstackWarning, match=r"workflows.yaml:4:5: warning: .*use `script`"):
+        project = ds.Project(root)
     [warning] = project.warnings
     assert warning.severity == "warning"
     assert warning.code == "deprecated"
