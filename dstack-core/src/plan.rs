@@ -509,16 +509,7 @@ impl Project {
         let local_ids: Vec<String> = if single {
             Vec::new()
         } else {
-            jobs.iter()
-                .enumerate()
-                .map(|(n, j)| {
-                    if j.id.is_empty() {
-                        (n + 1).to_string()
-                    } else {
-                        j.id.clone()
-                    }
-                })
-                .collect()
+            crate::program::local_ids(&jobs)
         };
         let count = jobs.len();
         for (n, job) in jobs.iter_mut().enumerate() {

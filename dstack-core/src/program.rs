@@ -341,7 +341,8 @@ fn short(commit: &str) -> &str {
 }
 
 /// Checks the jobs a provider registered in code made for one workflow: ids (when there are
-/// several) valid and distinct, dependencies on other jobs of the same workflow only.
+/// several) valid and distinct, dependencies on other jobs of the same workflow only, no
+/// artifact inside another.
 pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
     if let [job] = jobs {
         // The usual case: one job, named after its workflow.
@@ -359,17 +360,7 @@ pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
         };
     }
     let mut problems = Vec::new();
-    let ids: Vec<String> = jobs
-        .iter()
-        .enumerate()
-        .map(|(n, j)| {
-            if j.id.is_empty() {
-                (n + 1).to_string()
-            } else {
-                j.id.clone()
-            }
-        })
-        .collect();
+    let ids = local_ids(jobs);
     let mut seen = HashSet::new();
     for id in &ids {
         if !valid_id(id) {
@@ -397,6 +388,21 @@ pub(crate) fn check_jobs(jobs: &[JobSpec]) -> Result<(), Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// The ids of a workflow's jobs within it: their own, or their place (from 1) when they have
+/// none.
+pub(crate) fn local_ids(jobs: &[JobSpec]) -> Vec<String> {
+    jobs.iter()
+        .enumerate()
+        .map(|(n, j)| {
+            if j.id.is_empty() {
+                (n + 1).to_string()
+            } else {
+                j.id.clone()
+            }
+        })
+        .collect()
 }
 
 /// Artifacts of `job` of which one holds another (they could not both be saved).
