@@ -387,21 +387,31 @@ impl<'a> Params<'a> {
             ScalarValue::Int(secs) if secs > 0 => {
                 Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
             }
+            // Zero or negative, however written (`-5`, `-1h`): not for humantime to refuse
+            // with its own words.
+            ScalarValue::Int(_) => Ok(std::time::Duration::ZERO),
+            _ if scalar.text.trim_start().starts_with('-') => Ok(std::time::Duration::ZERO),
             _ => humantime::parse_duration(scalar.text.trim()).map_err(|e| e.to_string()),
         };
         match parsed {
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
                 let message = format!(
-                    "`{key}` in workflow `{}` must be longer than zero",
-                    self.workflow
+                    "`{key}` in workflow `{}` must be longer than zero, found `{}`",
+                    self.workflow, scalar.text
                 );
                 self.error(node.pos, Code::InvalidValue, message);
                 None
             }
             Err(e) => {
+                // humantime's "expected number at 0" says less than this.
+                let why = if e.starts_with("expected number") {
+                    "not a duration".to_owned()
+                } else {
+                    e
+                };
                 let message = format!(
-                    "invalid `{key}` in workflow `{}`: `{}`: {e}",
+                    "invalid `{key}` in workflow `{}`: `{}`: {why}",
                     self.workflow, scalar.text
                 );
                 self.error(node.pos, Code::InvalidValue, message)
