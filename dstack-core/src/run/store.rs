@@ -336,12 +336,6 @@ impl RunStore {
         Ok(conn)
     }
 
-    /// Whether the store exists on disk (it is made with the first run).
-    #[must_use]
-    pub fn exists(&self) -> bool {
-        self.on_disk.load(Ordering::Acquire) || self.db.exists()
-    }
-
     /// The state folder.
     #[must_use]
     pub fn dir(&self) -> &Path {
@@ -1085,7 +1079,6 @@ mod tests {
         let dir = top.path().join("state");
         let plan = plan();
         let reader = RunStore::open(&dir).expect("opens");
-        assert!(!reader.exists());
         assert!(reader.runs(true).expect("runs").is_empty());
         assert!(reader.tags().expect("tags").is_empty());
         assert!(matches!(
@@ -1101,7 +1094,6 @@ mod tests {
             .expect("creates");
         assert!(dir.join("dstack.db").is_file() && dir.join("runs").is_dir());
         assert!(dir.join(".gitignore").is_file());
-        assert!(reader.exists());
         assert_eq!(reader.run(&run.name).expect("seen").name, run.name);
         // The reader records into the same file.
         let second = reader
