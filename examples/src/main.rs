@@ -127,7 +127,8 @@ enum Command {
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
     },
-    /// Stop a run: its running jobs are stopped, the rest skipped.
+    /// Stop a run: its running jobs are stopped (the artifacts they wrote are kept), the rest
+    /// skipped.
     Stop {
         /// The run.
         run: String,
